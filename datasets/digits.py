@@ -1,0 +1,111 @@
+"""Digits: a ten-class demo dataset written from scikit-learn's bundled copy, in the CoOp layout.
+
+It lets the whole pipeline (split file, few-shot cache, base/new classes, training, evaluation)
+run anywhere in seconds with no download: ``prepare_digits(root)`` writes the 1,797 8x8
+handwritten digits of ``sklearn.datasets.load_digits`` as 32x32 RGB PNGs plus a CoOp split file,
+and the ``Digits`` dataset reads them through the shared base like any benchmark dataset.
+Classes are "zero".."nine" with labels 0..9, so base = zero..four and new = five..nine.
+"""
+import logging
+import os
+import random
+
+from dassl.data.datasets import DATASET_REGISTRY
+
+from dept.registry import register
+
+from .base import CoOpDataset
+from .report import Piece
+from .splits import SPLITS, read_split_entries, write_split_entries
+
+logger = logging.getLogger(__name__)
+
+CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FOLDER = "digits"
+SPLIT_FILE = "split_zhou_Digits.json"
+FRACTIONS = (0.5, 0.2)  # train, val per class; the rest is test (CoOp's DTD-style 50/20/30)
+SPLIT_SEED = 0  # a private RNG, so preparing the data never touches the global random stream
+IMAGE_SIZE = 32
+
+
+def _split_indices(labels):
+    """Per class, shuffled with a fixed private RNG and cut 50/20/30 (CoOp's rounding)."""
+    rng = random.Random(SPLIT_SEED)
+    split = {key: [] for key in SPLITS}
+    for label in range(len(CLASSNAMES)):
+        idxs = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(idxs)
+        n_train = round(len(idxs) * FRACTIONS[0])
+        n_val = round(len(idxs) * FRACTIONS[1])
+        split["train"] += idxs[:n_train]
+        split["val"] += idxs[n_train:n_train + n_val]
+        split["test"] += idxs[n_train + n_val:]
+    return split
+
+
+def _relpath(index, label):
+    name = CLASSNAMES[label]
+    return f"{name}/{name}_{index:04d}.png"
+
+
+def _is_prepared(dataset_dir):
+    split_path = os.path.join(dataset_dir, SPLIT_FILE)
+    if not os.path.isfile(split_path):
+        return False
+    try:
+        entries = read_split_entries(split_path)
+    except ValueError:
+        return False
+    image_dir = os.path.join(dataset_dir, "images")
+    return all(os.path.isfile(os.path.join(image_dir, e[0])) for key in SPLITS for e in entries[key])
+
+
+def prepare_digits(root):
+    """Write ``<root>/digits/images/<class>/*.png`` and ``<root>/digits/split_zhou_Digits.json``.
+
+    Idempotent: returns at once if both are already complete. Returns the absolute data root,
+    the value for ``DATASET.ROOT``.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    dataset_dir = os.path.join(root, FOLDER)
+    if _is_prepared(dataset_dir):
+        return root
+    digits = load_digits()
+    labels = [int(y) for y in digits.target]
+    # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
+    pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    image_dir = os.path.join(dataset_dir, "images")
+    for name in CLASSNAMES:
+        os.makedirs(os.path.join(image_dir, name), exist_ok=True)
+    for index, (image, label) in enumerate(zip(pixels, labels)):
+        img = Image.fromarray(image, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
+        img.convert("RGB").save(os.path.join(image_dir, _relpath(index, label)))
+    split = {
+        key: [[_relpath(i, labels[i]), labels[i], CLASSNAMES[labels[i]]] for i in idxs]
+        for key, idxs in _split_indices(labels).items()
+    }
+    write_split_entries(split, os.path.join(dataset_dir, SPLIT_FILE))  # last: marks completion
+    logger.info("Wrote the Digits demo dataset (%d images) to %s", len(labels), dataset_dir)
+    return root
+
+
+class Digits(CoOpDataset):
+    """The embedded demo: scikit-learn's handwritten digits, prepared by ``prepare_digits``."""
+
+    dataset_dir = FOLDER
+    image_subdir = "images"
+    split_file = SPLIT_FILE
+    expected_classes = 10
+    expected_sizes = {"train": 898, "val": 359, "test": 540}
+    _how = "python -m dept data prepare-demo --root $DATA (no download; from scikit-learn)"
+    pieces = (
+        Piece("images", "image folder", _how, is_dir=True),
+        Piece(SPLIT_FILE, "split file", _how),
+    )
+
+
+register(DATASET_REGISTRY, Digits)

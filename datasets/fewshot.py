@@ -1,0 +1,179 @@
+"""Few-shot subsets sampled and cached exactly as the CoOp family does, plus the checks it lacks.
+
+Sampling: Dassl's ``generate_fewshot_dataset`` with Python's global ``random`` (seeded by the
+caller with ``set_random_seed(cfg.SEED)`` before the dataset is built): train gets K images per
+class, val min(K, 4), in that order. The result is cached in
+``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl`` as ``{"train": [Datum], "val": [Datum]}``
+(ImageNet: ``{"train": [...]}``), the file CoOp, MaPLe, PromptSRC and the official DePT read and
+write, so a cache made by any of them is reused and ours is usable by them.
+
+What we add: a cache is matched item by item against the current split. Paths that differ only
+by the data root (the caches store absolute paths) are re-rooted in memory; a cache holding
+images that are not in the split, other labels, or the wrong count per class is stale: it is set
+aside as ``*.stale`` with a warning and a new sample is drawn (never silently used).
+"""
+import collections
+import logging
+import os
+import pickle
+
+logger = logging.getLogger(__name__)
+
+FEWSHOT_DIR = "split_fewshot"
+VAL_SHOTS_CAP = 4  # CoOp: val keeps min(K, 4) images per class
+
+
+def fewshot_cache_path(dataset_dir, num_shots, seed):
+    """``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl``, the name all CoOp-family code uses."""
+    return os.path.join(dataset_dir, FEWSHOT_DIR, f"shot_{num_shots}-seed_{seed}.pkl")
+
+
+class StaleCache(Exception):
+    """A cache that does not match the current split; the message says how."""
+
+
+class _PathIndex:
+    """Finds the split item a cached path stands for, even when the data root has moved.
+
+    Cached paths are absolute. If ``path`` is not a current path, its longest suffix that is a
+    current path relative to ``image_dir`` identifies the item; the old prefix found that way is
+    remembered, so the remaining items of a cache cost one lookup each.
+    """
+
+    def __init__(self, items, image_dir):
+        self.items = {item.impath: item for item in items}
+        self.image_dir = image_dir
+        self.old_prefixes = set()
+        self._prefix = None
+
+    def find(self, path):
+        item = self.items.get(path)
+        if item is not None:
+            return item
+        if self._prefix is not None and path.startswith(self._prefix):
+            item = self.items.get(os.path.join(self.image_dir, path[len(self._prefix):]))
+            if item is not None:
+                return item
+        parts = path.replace("\\", "/").split("/")
+        for k in range(1, len(parts)):
+            item = self.items.get(os.path.join(self.image_dir, *parts[k:]))
+            if item is not None:
+                self._prefix = "/".join(parts[:k]) + "/"
+                self.old_prefixes.add(self._prefix)
+                return item
+        return None
+
+
+def match_cached(cached, full, num_shots, image_dir):
+    """The current split's items for a cached few-shot list, or ``StaleCache`` saying why not.
+
+    A valid cache holds, for every class of ``full``, exactly min(K, n_class) distinct items of
+    ``full`` with the same label and class name (what ``generate_fewshot_dataset`` produces).
+    Returns ``(items, old_prefixes)``: the matched items in cache order, and the data roots the
+    cache was re-rooted from (empty when its paths are current).
+    """
+    if not isinstance(cached, list):
+        raise StaleCache(f"expected a list of Datum, found {type(cached).__name__}")
+    index = _PathIndex(full, image_dir)
+    matched, seen = [], set()
+    for datum in cached:
+        path = getattr(datum, "impath", None)
+        if not isinstance(path, str):
+            raise StaleCache(f"an entry is not a Dassl Datum ({type(datum).__name__})")
+        item = index.find(path)
+        if item is None:
+            raise StaleCache(f"{path} is not in the split")
+        if (datum.label, datum.classname) != (item.label, item.classname):
+            raise StaleCache(
+                f"{path} is cached as ({datum.label}, {datum.classname!r}) but the split says "
+                f"({item.label}, {item.classname!r})"
+            )
+        if item.impath in seen:
+            raise StaleCache(f"{path} appears twice")
+        seen.add(item.impath)
+        matched.append(item)
+    available = collections.Counter(item.label for item in full)
+    counts = collections.Counter(item.label for item in matched)
+    for label, n in sorted(available.items()):
+        if counts[label] != min(num_shots, n):
+            raise StaleCache(f"class {label} has {counts[label]} images, expected {min(num_shots, n)}")
+    return matched, index.old_prefixes
+
+
+def sample_few_shot(dataset, splits, shots):
+    """Draw ``shots[name]`` items per class from each list in ``splits``, in the dict's order.
+
+    Uses the dataset's own (Dassl) ``generate_fewshot_dataset``, one call per list in CoOp's
+    order (train, then val), so the global random stream is consumed identically.
+    """
+    return {name: dataset.generate_fewshot_dataset(splits[name], num_shots=shots[name]) for name in shots}
+
+
+def load_or_sample(dataset, splits, shots, cache_path, image_dir, dataset_name):
+    """The few-shot lists for ``shots`` (e.g. ``{"train": 16, "val": 4}``): cached or sampled.
+
+    ``splits`` holds the full lists. A matching cache is returned (re-rooted if needed); a stale
+    one is set aside and replaced; a new sample is written to ``cache_path`` when possible
+    (a read-only data root only costs the cache, with a warning).
+    """
+    if os.path.exists(cache_path):
+        try:
+            result = _load(cache_path, splits, shots, image_dir)
+        except StaleCache as err:
+            stale_path = f"{cache_path}.stale"
+            logger.warning(
+                "%s: few-shot cache %s does not match the current split (%s). It is moved to %s "
+                "and a new %d-shot sample is drawn.",
+                dataset_name, cache_path, err, stale_path, shots["train"],
+            )
+            try:
+                os.replace(cache_path, stale_path)
+            except OSError as move_err:
+                logger.warning("%s: could not move the stale cache aside (%s)", dataset_name, move_err)
+        else:
+            logger.info("%s: loaded few-shot data from %s", dataset_name, cache_path)
+            return result
+    result = sample_few_shot(dataset, splits, shots)
+    _save(result, cache_path, dataset_name)
+    return result
+
+
+def _load(cache_path, splits, shots, image_dir):
+    try:
+        with open(cache_path, "rb") as f:
+            data = pickle.load(f)
+    except Exception as err:  # any unpickling failure means the cache cannot be used
+        raise StaleCache(f"cannot be unpickled: {type(err).__name__}: {err}") from err
+    if not isinstance(data, dict):
+        raise StaleCache(f"expected a dict, found {type(data).__name__}")
+    result, old_prefixes = {}, set()
+    for name, num_shots in shots.items():
+        if name not in data:
+            raise StaleCache(f"it has no {name!r} list")
+        try:
+            result[name], moved = match_cached(data[name], splits[name], num_shots, image_dir)
+        except StaleCache as err:
+            raise StaleCache(f"{name}: {err}") from err
+        old_prefixes |= moved
+    if old_prefixes:
+        logger.info(
+            "Few-shot cache %s was written under another data root (%s); its paths are re-rooted to %s",
+            cache_path, ", ".join(sorted(old_prefixes)), image_dir,
+        )
+    return result
+
+
+def _save(data, cache_path, dataset_name):
+    tmp = f"{cache_path}.tmp{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, cache_path)
+    except OSError as err:
+        logger.warning("%s: could not write the few-shot cache %s (%s); continuing without it",
+                       dataset_name, cache_path, err)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        return
+    logger.info("%s: saved few-shot data to %s", dataset_name, cache_path)

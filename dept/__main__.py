@@ -1,0 +1,40 @@
+"""``python -m dept <command>``: base2new (the protocol runner), train, data check."""
+import sys
+
+USAGE = """usage: python -m dept <command> [args]
+
+commands:
+  base2new      train on base classes, evaluate on new ones, write the results table
+  train         the train.py command line (train or evaluate one run)
+  data check    report which datasets under --root are complete, partial or missing
+"""
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from dept.logs import setup_logging
+
+    setup_logging()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "base2new":
+        from dept.runner import base2new
+
+        return base2new(rest)
+    if command == "train":
+        from dept.train import main as train_main
+
+        train_main(rest)
+        return 0
+    if command == "data":
+        from dept.data_check import main as data_main
+
+        return data_main(rest)
+    print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The model every CoOp-family method shares: frozen CLIP encoders plus a learned prompt.
+
+A method subclasses ``PromptCLIP`` and overrides what differs (``build_prompt_learner``,
+``encode_text`` when prompts depend on the image, ``extra_losses`` for a regulariser). DePT adds
+its head as the child ``dept_head`` (see ``dept.engine.DePTMixin``); the model itself has no
+notion of base or new classes.
+"""
+import contextlib
+
+import torch
+from torch import nn
+
+from dept.head import itm_logits
+from dept.prompts import ContextPrompt
+from dept.text_encoder import TextEncoder
+
+
+class PromptCLIP(nn.Module):
+    """Frozen CLIP image and text encoders around a learned ``prompt_learner``."""
+
+    #: True when the prompts do not depend on the image, so text features can be computed once
+    #: per evaluation instead of once per test batch.
+    image_independent_text = True
+
+    def __init__(self, clip_model, classnames, method_cfg):
+        super().__init__()
+        self.prompt_learner = self.build_prompt_learner(clip_model, classnames, method_cfg)
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+        self.embed_dim = clip_model.text_projection.shape[1]
+        self.dept_head = None
+        self._text_cache = None
+
+    def build_prompt_learner(self, clip_model, classnames, method_cfg):
+        return ContextPrompt(
+            classnames, clip_model, n_ctx=method_cfg.N_CTX, ctx_init=method_cfg.CTX_INIT,
+            csc=method_cfg.CSC, position=method_cfg.CLASS_TOKEN_POSITION,
+        )
+
+    def encode_image(self, images):
+        """Image features (B×D, not normalised). The encoder is frozen: no autograd graph."""
+        images = images.type(self.dtype)
+        if any(p.requires_grad for p in self.image_encoder.parameters()):
+            return self.image_encoder(images)
+        with torch.no_grad():
+            return self.image_encoder(images)
+
+    def encode_text(self, image_features=None):
+        """Text features of every class (C×D, not normalised); cached during evaluation."""
+        if self._text_cache is not None:
+            return self._text_cache
+        return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+
+    def itm_logits(self, image_features, text_features):
+        return itm_logits(image_features, text_features, self.logit_scale)
+
+    def extra_losses(self, image_features, text_features):
+        """Method-specific regularisers as named losses (none for CoOp)."""
+        return {}
+
+    @contextlib.contextmanager
+    def cached_text_features(self):
+        """Compute the text features once for a whole evaluation (when prompts allow it)."""
+        if not self.image_independent_text:
+            yield
+            return
+        with torch.no_grad():
+            self._text_cache = self.encode_text()
+        try:
+            yield
+        finally:
+            self._text_cache = None
+
+    def forward(self, images):
+        """ITM logits: the plain method's prediction."""
+        image_features = self.encode_image(images)
+        return self.itm_logits(image_features, self.encode_text(image_features))

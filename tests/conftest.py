@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny CLIP (the clip package's own classes, fixed seed) and Dassl configs."""
+import os
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "tests", "data")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "dassl: runs the real Dassl.pytorch (skipped when it is not installed)")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import dassl  # noqa: F401
+    except ImportError:
+        skip = pytest.mark.skip(reason="dassl is not installed (see README: Install)")
+        for item in items:
+            if "dassl" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_file(tmp_path_factory):
+    from dept.testing import save_tiny_clip
+
+    return save_tiny_clip(str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt"))
+
+
+@pytest.fixture
+def tiny_clip():
+    from dept.testing import tiny_clip
+
+    return tiny_clip()
+
+
+def coop_cfg(**overrides):
+    """A Dassl config with our keys, as train.py builds it, for a tiny fp32 CoOp."""
+    from dassl.config import get_cfg_default
+
+    from dept.config import add_dept_config
+
+    cfg = add_dept_config(get_cfg_default())
+    cfg.INPUT.SIZE = (32, 32)
+    cfg.TRAINER.COOP.N_CTX = 4
+    cfg.TRAINER.COOP.PREC = "fp32"
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+@pytest.fixture
+def seeded():
+    torch.manual_seed(0)
+
+
+def make_dtd(root, classes=("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered"),
+             per_split=(4, 2, 3), size=32, seed=0):
+    """A tiny DTD in CoOp's layout: dtd/images/<class>/*.png and split_zhou_DescribableTextures.json.
+
+    Each class gets its own colour tint, so there is something to learn.
+    """
+    import json
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    dtd = os.path.join(root, "dtd")
+    split = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(classes):
+        os.makedirs(os.path.join(dtd, "images", name), exist_ok=True)
+        tint = [rng.randrange(256) for _ in range(3)]
+        i = 0
+        for key, count in zip(("train", "val", "test"), per_split):
+            for _ in range(count):
+                rel = f"{name}/{name}_{i:04d}.png"
+                pixels = bytes(min(255, max(0, c + rng.randrange(-40, 40))) for _ in range(size * size) for c in tint)
+                Image.frombytes("RGB", (size, size), pixels).save(os.path.join(dtd, "images", rel))
+                split[key].append([rel, label, name])
+                i += 1
+    with open(os.path.join(dtd, "split_zhou_DescribableTextures.json"), "w") as f:
+        json.dump(split, f)
+    return root
+
+
+@pytest.fixture
+def restore_stdout():
+    """Dassl's setup_logger replaces sys.stdout for the process; put it back after a run."""
+    import sys
+
+    saved = sys.stdout
+    yield
+    sys.stdout = saved

@@ -1,0 +1,130 @@
+"""The real pipeline on a tiny generated DTD: Dassl DataManager, our trainers, train.py, checkpoints."""
+import os
+
+import pytest
+import torch
+from conftest import REPO, make_dtd
+
+pytestmark = pytest.mark.dassl
+DTD_YAML = os.path.join(REPO, "configs", "datasets", "dtd.yaml")
+
+
+def config(trainer):
+    return os.path.join(REPO, "configs", "trainers", trainer, "demo_tiny.yaml")
+
+
+def run(root, out, trainer, clip_file, *extra, subsample="base", epochs=2):
+    from dept.train import main
+
+    argv = ["--root", str(root), "--seed", "1", "--trainer", trainer, "--dataset-config-file", DTD_YAML,
+            "--config-file", config("CoOpDePT" if "DePT" in trainer or "Extras" in trainer else trainer),
+            "--output-dir", str(out), *extra,
+            "MODEL.BACKBONE.PATH", clip_file, "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", subsample,
+            "OPTIM.MAX_EPOCH", str(epochs), "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
+    return main(argv)
+
+
+def accuracy_lines(out):
+    with open(os.path.join(out, "log.txt")) as f:
+        return [line for line in f if "* accuracy:" in line]
+
+
+@pytest.fixture(scope="module")
+def dtd(tmp_path_factory):
+    return make_dtd(str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def trained(dtd, tiny_clip_file, tmp_path_factory):
+    """CoOp+DePT trained for 2 epochs on the 3 base classes (runs once for the module)."""
+    import sys
+
+    saved = sys.stdout
+    out = str(tmp_path_factory.mktemp("run") / "train_base")
+    trainer = run(dtd, out, "CoOpDePT", tiny_clip_file)
+    sys.stdout = saved
+    return out, trainer
+
+
+def test_training_writes_log_accuracy_and_a_small_checkpoint(trained):
+    out, trainer = trained
+    lines = accuracy_lines(out)
+    assert len(lines) == 1  # Dassl's evaluation of the base test split after training
+    path = os.path.join(out, "PromptLearner", "model.pth.tar-2")
+    state = torch.load(path, weights_only=True)  # tensors and plain values only
+    assert sorted(state["state_dict"]) == [
+        "dept_head.film_img.bias", "dept_head.film_img.scale", "dept_head.film_text.bias",
+        "dept_head.film_text.scale", "dept_head.linear_probe.bias", "dept_head.linear_probe.weight",
+        "prompt_learner.ctx",
+    ]
+    assert state["head_classnames"] == ["banded", "blotchy", "braided"]
+    assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 2
+    # the head and cwT moved, the frozen CLIP did not
+    assert not torch.equal(state["state_dict"]["dept_head.film_img.scale"], torch.ones(32))
+
+
+def test_only_prompt_cwt_and_head_train(trained):
+    _, trainer = trained
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_learner.ctx", "dept_head.film_img.scale", "dept_head.film_img.bias",
+                         "dept_head.film_text.scale", "dept_head.film_text.bias",
+                         "dept_head.linear_probe.weight", "dept_head.linear_probe.bias"}
+    lrs = sorted(g["lr"] for g in trainer.optim.param_groups)
+    assert lrs[1] == pytest.approx(6.5 * lrs[0])
+
+
+def test_reloaded_checkpoint_gives_the_same_base_accuracy(trained, dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out, trainer = trained
+    evaluated = run(dtd, tmp_path / "eval_base", "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", out)
+    assert evaluated._head_active  # base classes: fused ITM + CAT
+    assert accuracy_lines(tmp_path / "eval_base") == accuracy_lines(out)
+
+
+def test_new_classes_use_itm_only(trained, dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out, trainer = trained
+    evaluated = run(dtd, tmp_path / "eval_new", "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", out,
+                    subsample="new")
+    assert not evaluated._head_active
+    assert evaluated.dm.dataset.classnames == ["bubbly", "bumpy", "chequered"]
+    assert len(accuracy_lines(tmp_path / "eval_new")) == 1
+    # ITM-only prediction is exactly the plain model's logits
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(evaluated.model_inference(images), evaluated.model(images))
+
+
+def test_official_trainer_name_runs(trained, dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out, _ = trained
+    evaluated = run(dtd, tmp_path / "eval_alias", "ExtrasLinearProbeCoOp", tiny_clip_file, "--eval-only",
+                    "--model-dir", out)
+    assert type(evaluated).__name__ == "CoOpDePT"
+    assert accuracy_lines(tmp_path / "eval_alias") == accuracy_lines(out)
+
+
+def test_resume_continues_from_the_saved_epoch(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out = tmp_path / "resume"
+    run(dtd, out, "CoOpDePT", tiny_clip_file, "TRAIN.CHECKPOINT_FREQ", "1", epochs=1)
+    trainer = run(dtd, out, "CoOpDePT", tiny_clip_file, epochs=2)
+    assert trainer.start_epoch == 1
+    assert os.path.isfile(os.path.join(out, "PromptLearner", "model.pth.tar-2"))
+
+
+def test_coop_baseline_trains_and_checkpoints_only_the_context(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out = tmp_path / "coop"
+    trainer = run(dtd, out, "CoOp", tiny_clip_file, epochs=1)
+    state = torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-1"), weights_only=True)
+    assert list(state["state_dict"]) == ["prompt_learner.ctx"]
+    assert trainer.model.dept_head is None
+
+
+def test_text_features_cached_for_evaluation_equal_per_batch(trained):
+    _, trainer = trained
+    images = torch.randn(3, 3, 32, 32)
+    trainer.set_model_mode("eval")
+    trainer.before_test()
+    with torch.no_grad():
+        per_batch = trainer.model_inference(images)
+        with trainer.model.cached_text_features():
+            cached = trainer.model_inference(images)
+            assert trainer.model._text_cache is not None
+    torch.testing.assert_close(cached, per_batch)
