@@ -15,11 +15,9 @@ import os
 
 from dassl.data.datasets import DatasetBase
 
-from .checksums import describe, verify_file
 from .errors import DatasetNotFoundError, format_missing
 from .fewshot import FEWSHOT_DIR, VAL_SHOTS_CAP, fewshot_cache_path, load_or_sample
-from .images import check_image
-from .report import FOUND, PARTIAL, Report, SplitCount, count_present
+from .report import inspect_dataset
 from .splits import SPLITS, entries_to_datums, read_split_entries, subsample_classes
 
 logger = logging.getLogger(__name__)
@@ -113,50 +111,8 @@ class CoOpDataset(DatasetBase):
 
     @classmethod
     def inspect(cls, root, verify_images=False):
-        """A ``Report`` on this dataset under ``root``: found / partial / missing and why."""
-        root = os.path.abspath(os.path.expanduser(root))
-        dataset_dir = os.path.join(root, cls.dataset_dir)
-        report = Report(cls.__name__, dataset_dir, expected_classes=cls.expected_classes)
-        if not os.path.isdir(dataset_dir):
-            report.missing = list(cls.pieces)
-            return report
-        for piece in cls.pieces:
-            path = os.path.join(dataset_dir, piece.path)
-            if not os.path.exists(path):
-                report.missing.append(piece)
-            elif piece.checksum and os.path.isfile(path):
-                if verify_file(path, piece.checksum):
-                    report.notes.append(f"{piece.path}: matches the official file")
-                else:
-                    report.warnings.append(
-                        f"{piece.path} differs from the official file ({describe(path)}); "
-                        "results will not be comparable with published numbers")
-        listed = None
-        if not any(os.path.join(dataset_dir, p.path) == dataset_dir for p in report.missing):
-            try:
-                listed, report.num_classes = cls.list_images(dataset_dir)
-            except (OSError, ValueError, KeyError) as err:
-                if not report.missing:  # otherwise the absent piece already explains it
-                    report.warnings.append(f"cannot list the images: {err}")
-        complete = not report.missing and listed is not None
-        for split, paths in (listed or {}).items():
-            found, absent = count_present(paths)
-            expected = cls.expected_sizes.get(split)
-            report.counts.append(SplitCount(split, expected, len(paths), found))
-            report.missing_images.extend(absent[: 5 - len(report.missing_images)])
-            if found < len(paths) or (cls.lists_from_folders and expected and found < expected):
-                complete = False
-            if expected is not None and len(paths) != expected and not cls.lists_from_folders:
-                report.warnings.append(f"{split} lists {len(paths)} images, the official split has {expected}")
-            if verify_images:
-                report.unreadable_images.extend(
-                    (p, reason) for p in paths if os.path.isfile(p) for reason in [check_image(p)] if reason)
-        if report.num_classes is not None and cls.expected_classes and report.num_classes != cls.expected_classes:
-            report.warnings.append(f"{report.num_classes} classes, the official dataset has {cls.expected_classes}")
-        if report.unreadable_images:
-            complete = False
-        report.status = FOUND if complete else PARTIAL
-        return report
+        """A ``Report`` on this dataset under ``root`` (found / partial / missing, and why)."""
+        return inspect_dataset(cls, root, verify_images)
 
 
 def subsample_choice(cfg):

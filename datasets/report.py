@@ -10,7 +10,7 @@ import collections
 import os
 from dataclasses import dataclass, field
 
-from .checksums import Checksum
+from .checksums import Checksum, describe, verify_file
 
 FOUND, PARTIAL, MISSING = "found", "partial", "missing"
 
@@ -97,3 +97,68 @@ def split_piece(filename, gdrive_id, checksum=None):
 def folder_piece(path, source):
     """The ``Piece`` for an image folder."""
     return Piece(path, "image folder", source, is_dir=True)
+
+
+def _check_pieces(cls, dataset_dir, report):
+    for piece in cls.pieces:
+        path = os.path.join(dataset_dir, piece.path)
+        if not os.path.exists(path):
+            report.missing.append(piece)
+        elif piece.checksum and os.path.isfile(path):
+            if verify_file(path, piece.checksum):
+                report.notes.append(f"{piece.path}: matches the official file")
+            else:
+                report.warnings.append(f"{piece.path} differs from the official file ({describe(path)}); "
+                                       "results will not be comparable with published numbers")
+
+
+def _count(cls, split, paths, report, verify_images):
+    """Add the ``SplitCount`` of one split; True if the split is complete."""
+    from .images import check_image  # needs Dassl; the rest of this module does not
+
+    found, absent = count_present(paths)
+    expected = cls.expected_sizes.get(split)
+    report.counts.append(SplitCount(split, expected, len(paths), found))
+    report.missing_images.extend(absent[: 5 - len(report.missing_images)])
+    if cls.lists_from_folders:
+        complete = expected is None or found >= expected
+    else:
+        complete = found == len(paths)
+        if expected is not None and len(paths) != expected:
+            report.warnings.append(f"{split} lists {len(paths)} images, the official split has {expected}")
+    if verify_images:
+        for path in paths:
+            reason = check_image(path) if os.path.isfile(path) else None
+            if reason:
+                report.unreadable_images.append((path, reason))
+                complete = False
+    return complete
+
+
+def inspect_dataset(cls, root, verify_images=False):
+    """The ``Report`` of dataset class ``cls`` under the data root ``root``.
+
+    missing: no dataset folder. found: every piece present, every listed image present (and, for
+    folder-listed datasets, at least the official number), and with ``verify_images`` every image
+    decodes. partial: anything else. Split files that differ from the official ones are warnings.
+    """
+    root = os.path.abspath(os.path.expanduser(root))
+    dataset_dir = os.path.join(root, cls.dataset_dir)
+    report = Report(cls.__name__, dataset_dir, expected_classes=cls.expected_classes)
+    if not os.path.isdir(dataset_dir):
+        report.missing = list(cls.pieces)
+        return report
+    _check_pieces(cls, dataset_dir, report)
+    try:
+        listed, report.num_classes = cls.list_images(dataset_dir)
+    except (OSError, ValueError, KeyError, IndexError) as err:
+        listed = None
+        if not report.missing:  # otherwise the absent piece already explains it
+            report.warnings.append(f"cannot list the images: {err}")
+    complete = not report.missing and listed is not None
+    for split, paths in (listed or {}).items():
+        complete = _count(cls, split, paths, report, verify_images) and complete
+    if report.num_classes is not None and cls.expected_classes and report.num_classes != cls.expected_classes:
+        report.warnings.append(f"{report.num_classes} classes, the official dataset has {cls.expected_classes}")
+    report.status = FOUND if complete else PARTIAL
+    return report

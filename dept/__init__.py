@@ -5,10 +5,14 @@ in Dassl's registries; ``dept.add_dept_config(cfg)`` adds the config keys they r
 """
 import logging as _logging
 import os
+import warnings
 
 # Dassl imports wilds, whose dependency `outdated` asks PyPI for newer versions at import time;
 # that is a network call on every run (and a warning on clusters without network).
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+# ... and `outdated` imports pkg_resources, which warns on every run; the clip package needs it too.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message="Failed to check for latest version")
 
 from dept.config import add_dept_config  # noqa: E402
 
@@ -17,7 +21,19 @@ __all__ = ["add_dept_config", "register_all"]
 
 
 def register_all():
-    """Import the trainers and datasets, which registers them (idempotent)."""
+    """Import the trainers and datasets, which registers them (idempotent).
+
+    Without Dassl there is nothing to register into; the model parts (head, text encoder, CLIP
+    loading) still import, and the trainers say how to install Dassl when asked for.
+    """
+    try:
+        import dassl  # noqa: F401
+    except ModuleNotFoundError:
+        _logging.getLogger(__name__).warning(
+            "dassl is not installed: trainers and datasets are not registered. "
+            "Install it with `bash scripts/setup.sh` (see README, Install)."
+        )
+        return
     import dept.datasets  # noqa: F401
     import dept.trainers  # noqa: F401
 

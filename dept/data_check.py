@@ -94,8 +94,9 @@ def _fewshot_caches(dataset_dir):
     return sorted(f for f in os.listdir(folder) if f.endswith(".pkl"))
 
 
-def check(root, classes, verify_images=False, out=sys.stdout):
+def check(root, classes, verify_images=False, out=None):
     """Print the report of each dataset in ``classes``; return the reports."""
+    out = out or sys.stdout
     root = os.path.abspath(os.path.expanduser(root))
     out.write(f"Data root: {root}\n")
     reports = []
@@ -127,7 +128,7 @@ def fetchable_pieces(classes):
     return [(cls, p) for cls in classes for p in cls.pieces if p.gdrive_id and p.checksum]
 
 
-def fetch_splits(root, classes, download=gdown_download, force=False, out=sys.stdout):
+def fetch_splits(root, classes, download=gdown_download, force=False, out=None):
     """Download each missing split / class-list file of ``classes`` and install it if verified.
 
     A file already present is left alone unless ``force``. A download whose checksum does not
@@ -136,6 +137,7 @@ def fetch_splits(root, classes, download=gdown_download, force=False, out=sys.st
     """
     from dept.datasets.checksums import describe, verify_file
 
+    out = out or sys.stdout
     root = os.path.abspath(os.path.expanduser(root))
     failures = 0
     for cls, piece in fetchable_pieces(classes):

@@ -12,7 +12,7 @@ from torch import nn
 
 from dept.head import itm_logits
 from dept.prompts import ContextPrompt
-from dept.text_encoder import TextEncoder
+from dept.text_encoder import TextEncoder, encode_prompts
 
 
 class PromptCLIP(nn.Module):
@@ -48,10 +48,15 @@ class PromptCLIP(nn.Module):
             return self.image_encoder(images)
 
     def encode_text(self, image_features=None):
-        """Text features of every class (C×D, not normalised); cached during evaluation."""
+        """Text features of every class (C×D, not normalised); cached during evaluation.
+
+        The path is ``text_encoding`` (DEPT.TEXT_ENCODING, "auto" when unset): the prefix shared
+        by every class is encoded once where the prompts have one, otherwise the transformer runs
+        up to the last EOT; all paths give the same features (``dept.text_encoder``).
+        """
         if self._text_cache is not None:
             return self._text_cache
-        return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        return encode_prompts(self.text_encoder, self.prompt_learner, getattr(self, "text_encoding", "auto"))
 
     def itm_logits(self, image_features, text_features):
         return itm_logits(image_features, text_features, self.logit_scale)

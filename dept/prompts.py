@@ -8,6 +8,8 @@ import logging
 import torch
 from torch import nn
 
+from dept.text_encoder import SharedPrefix
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,3 +92,26 @@ class ContextPrompt(nn.Module):
 
     def forward(self):
         return self.assemble(self.context())
+
+    def shared_prefix(self, ctx=None):
+        """The prompts as the prefix every class shares plus each class's rest, or None.
+
+        With a generic context and the class name at the end, positions 0..M ("[SOS] ctx_1..ctx_M")
+        are the same for every class, so the text encoder runs them once
+        (``TextEncoder.encode_shared``). ``ctx`` replaces the learned context: M×W, or B×M×W for a
+        context conditioned on each image (CoCoOp), which gives one prefix per image.
+
+        None where the prefix is not shared, and the caller runs the whole prompts: class-specific
+        context (CSC: each class has its own ctx) or the class name before ("front") or inside
+        ("middle") the context (the positions after the name differ between classes).
+        """
+        if self.position != "end" or self.ctx.dim() != 2:
+            return None
+        ctx = self.ctx if ctx is None else ctx
+        sos = self.token_prefix[0]  # 1×W: the SOS embedding, the same in every prompt
+        if ctx.dim() == 2:
+            prefix = torch.cat([sos, ctx])
+        else:
+            prefix = torch.cat([sos.expand(ctx.shape[0], -1, -1), ctx], dim=1)
+        lengths = self.tokenized_prompts.argmax(dim=-1) - self.n_ctx  # positions 1+M .. EOT
+        return SharedPrefix(prefix, self.token_suffix, lengths)

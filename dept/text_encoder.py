@@ -1,13 +1,57 @@
 """CLIP's text transformer over learned prompt embeddings, run only as far as it must.
 
-CLIP's text transformer is causal: position i attends to positions <= i. The feature we read is
-the one at the end-of-text (EOT) token, so positions after the last EOT of the batch cannot
-change any feature. The official code runs all 77 positions; we stop at the longest prompt's EOT
-(typically 20-30 positions), which is exact. The blocks are the stock ``clip`` modules, driven
-one by one so that the causal mask can be sized to the truncated sequence.
+CLIP's text transformer is causal: position i attends to positions <= i. Two exact savings follow.
+
+* **Truncation** (``TextEncoder.forward``). The feature we read is the one at the end-of-text (EOT)
+  token, so positions after the last EOT of the batch cannot change any feature. The official code
+  runs all 77 positions; we stop at the longest prompt's EOT (typically 20-30 positions).
+* **Shared prefix** (``TextEncoder.encode_shared``). With a generic context and the class name at
+  the end, the prompts "[SOS] ctx_1 .. ctx_M name . [EOT]" of all C classes begin with the same
+  P = M + 1 embeddings, so at every layer the hidden states, keys and values of positions 0..M are
+  the same for every class. They are computed once (``encode_prefix``, which keeps each layer's
+  keys and values); then only the class-name positions (name, '.', EOT) run per class
+  (``encode_suffix``), attending to the shared keys and values and causally to themselves. The
+  shared keys and values enter every class's attention as the same tensor (never copied per
+  class), so the backward pass sums the gradient of all classes into them and runs the prefix
+  once. Activations kept for backward scale with the number of class-name positions (about 4 per
+  ImageNet class), not with 77 × C. Per-image prefixes (CoCoOp: the context depends on the image
+  but is shared by the classes) are the same computation with one prefix per image; deep prompts
+  (MaPLe, PromptSRC: learned vectors replace the context positions at each layer's input) enter
+  through ``prefix_hook``.
+
+The blocks are the stock ``clip.model.ResidualAttentionBlock`` modules. ``forward`` calls them;
+the shared-prefix path drives their own weights (``ln_1``, ``attn.in_proj_weight/bias``,
+``attn.out_proj``, ``ln_2``, ``mlp``), computing queries, keys and values itself so that the
+prefix's keys and values can be kept and reused. Nothing of CLIP is copied.
 """
+from typing import NamedTuple, Optional
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class SharedPrefix(NamedTuple):
+    """Prompts split where the classes start to differ (see ``ContextPrompt.shared_prefix``).
+
+    ``prefix``: P×W embeddings of positions 0..P-1, the same for every class ("[SOS] ctx_1..ctx_M"),
+    or G×P×W for one prefix per group (per image, CoCoOp), giving G×C×D features.
+    ``suffix``: C×S×W embeddings of positions P..P+S-1 (class name, '.', EOT, padding).
+    ``lengths``: C positions of each class's suffix up to and including its EOT token.
+    """
+
+    prefix: torch.Tensor
+    suffix: torch.Tensor
+    lengths: torch.Tensor
+
+
+class PrefixState(NamedTuple):
+    """The shared prefix after the transformer: each layer's keys and values, G×P×H×Dh each."""
+
+    keys: list
+    values: list
+    length: int  # P: the suffix starts at this position
+    grouped: bool  # the prefix was G×P×W (features come out G×C×D) rather than P×W
 
 
 def causal_mask(length, dtype, device):
@@ -22,8 +66,50 @@ def run_block(block, x, mask):
     return x + block.mlp(block.ln_2(x))
 
 
+def _softmax(scores):
+    # fp32 softmax whatever the activations' precision; a no-op cast in fp32.
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+
+
+def run_block_with_past(block, x, past=None):
+    """One stock residual block on G×N×L×W hidden states that may attend to shared keys/values.
+
+    Every position of ``x`` sees all of ``past`` = (keys, values), each G×P×H×Dh (the prefix, the
+    same for all N sequences of a group), and the positions of its own sequence up to itself.
+    Returns the block's output and this call's own (keys, values), G×N×L×H×Dh.
+
+    The scores against ``past`` are one batched product over all N·L query positions with the one
+    G×P×H×Dh tensor: neither the prefix's keys nor values are expanded or copied per sequence, so
+    their gradient is accumulated from every sequence in that one product.
+    """
+    attn = block.attn
+    heads = attn.num_heads
+    width = x.shape[-1]
+    h = block.ln_1(x)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    split = (*x.shape[:-1], heads, width // heads)  # G×N×L×H×Dh
+    q, k, v = q.reshape(split), k.reshape(split), v.reshape(split)
+    q = q * (width // heads) ** -0.5
+    length = x.shape[2]
+    own = torch.einsum("gnlhd,gnmhd->gnhlm", q, k) + causal_mask(length, x.dtype, x.device)
+    if past is None:
+        out = torch.einsum("gnhlm,gnmhd->gnlhd", _softmax(own), v)
+    else:
+        past_k, past_v = past
+        n_past = past_k.shape[1]
+        probs = _softmax(torch.cat([torch.einsum("gnlhd,gphd->gnhlp", q, past_k), own], dim=-1))
+        out = (torch.einsum("gnhlp,gphd->gnlhd", probs[..., :n_past], past_v)
+               + torch.einsum("gnhlm,gnmhd->gnlhd", probs[..., n_past:], v))
+    x = x + attn.out_proj(out.reshape(x.shape))
+    return x + block.mlp(block.ln_2(x)), (k, v)
+
+
 class TextEncoder(nn.Module):
-    """Prompt embeddings (N×77×W) -> text features (N×D) at each prompt's EOT token."""
+    """Prompt embeddings -> text features at each prompt's EOT token.
+
+    ``forward``: N×77×W prompts -> N×D (all positions, or up to the last EOT).
+    ``encode_shared``: a ``SharedPrefix`` -> C×D (or G×C×D), the prefix run once.
+    """
 
     def __init__(self, clip_model):
         super().__init__()
@@ -44,3 +130,97 @@ class TextEncoder(nn.Module):
         x = x.permute(1, 0, 2)
         x = self.ln_final(x).type(self.dtype)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+    # -- shared prefix -----------------------------------------------------------------------
+    def encode_shared(self, parts: SharedPrefix, prefix_hook=None, bucket=True):
+        """Text features of prompts whose first P positions every class shares (exact).
+
+        ``parts.prefix`` P×W gives C×D features; G×P×W (one prefix per image) gives G×C×D.
+        ``prefix_hook`` and ``bucket``: see ``encode_prefix`` and ``encode_suffix``.
+        """
+        state = self.encode_prefix(parts.prefix, prefix_hook)
+        return self.encode_suffix(state, parts.suffix, parts.lengths, bucket=bucket)
+
+    def encode_prefix(self, prefix, prefix_hook=None) -> PrefixState:
+        """Run the shared positions 0..P-1 through every layer once, keeping keys and values.
+
+        ``prefix``: P×W, or G×P×W for one prefix per group (image). ``prefix_hook(i, x)``, if
+        given, is called with the prefix's G×P×W hidden states before layer i and returns the
+        states layer i reads. It is the hook for deep prompts: MaPLe and PromptSRC replace the
+        context positions 1..M at the input of layers 1..J-1 by learned vectors ``deep[i]``
+        (M×W, the same for every class), which keeps the prefix shared::
+
+            def hook(i, x):
+                if 1 <= i < depth:
+                    return torch.cat([x[:, :1], deep[i - 1].expand(len(x), -1, -1), x[:, 1 + M:]], 1)
+                return x
+        """
+        grouped = prefix.dim() == 3
+        x = prefix if grouped else prefix.unsqueeze(0)
+        length = x.shape[1]
+        x = (x + self.positional_embedding[:length].type(self.dtype)).unsqueeze(1)  # G×1×P×W
+        keys, values = [], []
+        for i, block in enumerate(self.transformer.resblocks):
+            if prefix_hook is not None:
+                x = prefix_hook(i, x.squeeze(1)).unsqueeze(1)
+            x, (k, v) = run_block_with_past(block, x)
+            keys.append(k.squeeze(1))
+            values.append(v.squeeze(1))
+        return PrefixState(keys, values, length, grouped)
+
+    def encode_suffix(self, state: PrefixState, suffix, lengths, bucket=True):
+        """Run each class's own positions (name, '.', EOT) on top of an encoded prefix.
+
+        ``suffix``: C×S×W embeddings of positions P.., ``lengths``: C positions up to each EOT.
+        Positions after a class's EOT are never computed: with ``bucket`` (default) the classes
+        are grouped by length and each group runs at its own length, so the work is exactly
+        sum(lengths) positions; ``bucket=False`` pads every class to the longest (one group).
+        Returns C×D features, or G×C×D when the prefix was grouped.
+        """
+        lengths = lengths.tolist() if torch.is_tensor(lengths) else list(lengths)
+        if bucket:
+            groups = {}
+            for c, n in enumerate(lengths):
+                groups.setdefault(n, []).append(c)
+            groups = sorted(groups.items())
+        else:
+            groups = [(max(lengths), list(range(len(lengths))))]
+        n_groups = state.keys[0].shape[0]
+        features, order = [], []
+        for length, classes in groups:
+            index = torch.tensor(classes, device=suffix.device)
+            x = suffix[:, :length].index_select(0, index)
+            x = x + self.positional_embedding[state.length:state.length + length].type(self.dtype)
+            x = x.unsqueeze(0).expand(n_groups, -1, -1, -1)  # G×N×L×W (a view)
+            for block, k, v in zip(self.transformer.resblocks, state.keys, state.values):
+                x, _ = run_block_with_past(block, x, (k, v))
+            eot = torch.tensor([lengths[c] - 1 for c in classes], device=x.device)
+            x = x[:, torch.arange(len(classes), device=x.device), eot]  # G×N×W at each EOT
+            features.append(self.ln_final(x).type(self.dtype) @ self.text_projection)
+            order.extend(classes)
+        features = torch.cat(features, dim=1)
+        if order != sorted(order):
+            features = features[:, torch.tensor(order, device=features.device).argsort()]
+        return features if state.grouped else features.squeeze(0)
+
+
+def encode_prompts(text_encoder, prompt_learner, mode="auto"):
+    """Text features of a prompt learner's prompts, by the path ``mode`` names (all exact).
+
+    "auto": the shared prefix where ``prompt_learner.shared_prefix()`` has one (generic context,
+    class name at the end), else the truncated path (class-specific context, name in the middle or
+    front: the prefix differs between classes); "shared_prefix" insists on the former;
+    "truncated" runs up to the last EOT; "full" runs all 77 positions as the official code does.
+    """
+    if mode not in TEXT_ENCODINGS:
+        raise ValueError(f"DEPT.TEXT_ENCODING must be one of {TEXT_ENCODINGS}; got '{mode}'")
+    parts = prompt_learner.shared_prefix() if mode in ("auto", "shared_prefix") else None
+    if parts is not None:
+        return text_encoder.encode_shared(parts)
+    if mode == "shared_prefix":
+        raise ValueError("DEPT.TEXT_ENCODING is shared_prefix but these prompts share no prefix across "
+                         "classes (class-specific context, or the class name is not at the end): use auto.")
+    return text_encoder(prompt_learner(), prompt_learner.tokenized_prompts, truncate=mode != "full")
+
+
+TEXT_ENCODINGS = ("auto", "shared_prefix", "truncated", "full")

@@ -12,6 +12,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "dassl: runs the real Dassl.pytorch (skipped when it is not installed)")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Say plainly how many tests ran the real Dassl (CI reads this line)."""
+    counts = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, [])
+                              if "dassl" in getattr(r, "keywords", {}))
+    ran = counts["passed"] + counts["failed"] + counts["error"]
+    terminalreporter.write_line(
+        f"Dassl integration tests: {ran} ran ({counts['passed']} passed, {counts['failed'] + counts['error']} "
+        f"failed), {counts['skipped']} skipped"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import dassl  # noqa: F401

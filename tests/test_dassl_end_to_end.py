@@ -17,7 +17,7 @@ def run(root, out, trainer, clip_file, *extra, subsample="base", epochs=2):
     from dept.train import main
 
     argv = ["--root", str(root), "--seed", "1", "--trainer", trainer, "--dataset-config-file", DTD_YAML,
-            "--config-file", config("CoOpDePT" if "DePT" in trainer or "Extras" in trainer else trainer),
+            "--config-file", config("CoOp" if trainer == "CoOp" else "CoOpDePT"),
             "--output-dir", str(out), *extra,
             "MODEL.BACKBONE.PATH", clip_file, "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", subsample,
             "OPTIM.MAX_EPOCH", str(epochs), "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
@@ -128,3 +128,48 @@ def test_text_features_cached_for_evaluation_equal_per_batch(trained):
             cached = trainer.model_inference(images)
             assert trainer.model._text_cache is not None
     torch.testing.assert_close(cached, per_batch)
+
+
+def test_checkpoint_written_by_the_official_code_evaluates_the_same(trained, dtd, tiny_clip_file, tmp_path,
+                                                                     restore_stdout):
+    """Re-save our trained tensors the way the official trainer does (full CustomCLIP state dict under
+    PromptLearner/, official module names, a pickled scheduler object) and evaluate that."""
+    out, trainer = trained
+    rename = {"dept_head.film_img.": "film_lp_img.", "dept_head.film_text.": "film_lp_text.",
+              "dept_head.linear_probe.": "linear_probe_proj."}
+    state = {}
+    for key, value in trainer.model.state_dict().items():
+        for ours, theirs in rename.items():
+            key = key.replace(ours, theirs)
+        state[key] = value.half() if value.is_floating_point() else value
+    official = tmp_path / "official_run"
+    (official / "PromptLearner").mkdir(parents=True)
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), 10)
+    torch.save({"state_dict": state, "epoch": 2, "optimizer": None, "val_result": None,
+                "scheduler": {"successor": successor}}, official / "PromptLearner" / "model.pth.tar-2")
+    (official / "PromptLearner" / "checkpoint").write_text("model.pth.tar-2\n")
+    evaluated = run(dtd, tmp_path / "eval_official", "ExtrasLinearProbeCoOp", tiny_clip_file, "--eval-only",
+                    "--model-dir", str(official))
+    assert evaluated._head_active
+    # fp16 storage of the official format rounds the weights; predictions are what we compare
+    assert accuracy_lines(tmp_path / "eval_official") == accuracy_lines(out)
+
+
+def test_bad_inputs_give_clear_errors(trained, dtd, tiny_clip_file, tmp_path, restore_stdout):
+    out, _ = trained
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(tmp_path / "no_data", tmp_path / "e1", "CoOpDePT", tiny_clip_file)
+    with pytest.raises(ValueError, match="Unknown trainer 'CoOpDPT'.*CoOpDePT"):
+        run(dtd, tmp_path / "e2", "CoOpDPT", tiny_clip_file)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        run(dtd, tmp_path / "e3", "CoOpDePT", str(tmp_path / "missing.pt"))
+    # a class-specific context trained on 3 base classes cannot be evaluated on 6 classes
+    csc_run = tmp_path / "csc"
+    run(dtd, csc_run, "CoOp", tiny_clip_file, "TRAINER.COOP.CSC", "True", epochs=1)
+    with pytest.raises(ValueError, match="another number of classes"):
+        run(dtd, tmp_path / "e4", "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(csc_run),
+            "TRAINER.COOP.CSC", "True", subsample="all")
+    # a DePT head trained on other classes, evaluated as this dataset's base classes
+    other = make_dtd(str(tmp_path / "other"), classes=("waffled", "woven", "wrinkled", "zigzagged"))
+    with pytest.raises(ValueError, match="another dataset or split"):
+        run(other, tmp_path / "e5", "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", out)

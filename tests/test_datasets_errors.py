@@ -107,9 +107,14 @@ def test_truncated_image_error_names_the_file_and_the_dataset(workers, tmp_path)
     bad = tree.lists["test"][1][0]
     _truncate(bad)
     dm = load(make_cfg("DescribableTextures", tmp_path, workers=workers))
-    with pytest.raises(UnreadableImageError) as err:
-        for _ in dm.test_loader:
-            pass
+    batches = iter(dm.test_loader)
+    try:
+        with pytest.raises(UnreadableImageError) as err:
+            for _ in batches:
+                pass
+    finally:
+        if workers:  # else the worker is only reaped at exit, after a 5 s timeout
+            batches._shutdown_workers()
     assert bad in str(err.value) and "DescribableTextures" in str(err.value)
 
 
