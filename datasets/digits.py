@@ -26,6 +26,7 @@ SPLIT_FILE = "split_zhou_Digits.json"
 FRACTIONS = (0.5, 0.2)  # train, val per class; the rest is test (CoOp's DTD-style 50/20/30)
 SPLIT_SEED = 0  # a private RNG, so preparing the data never touches the global random stream
 IMAGE_SIZE = 32
+_PREPARE = "python -m dept data prepare-demo --root $DATA (no download; from scikit-learn)"
 
 
 def _split_indices(labels):
@@ -101,10 +102,9 @@ class Digits(CoOpDataset):
     split_file = SPLIT_FILE
     expected_classes = 10
     expected_sizes = {"train": 898, "val": 359, "test": 540}
-    _how = "python -m dept data prepare-demo --root $DATA (no download; from scikit-learn)"
     pieces = (
-        Piece("images", "image folder", _how, is_dir=True),
-        Piece(SPLIT_FILE, "split file", _how),
+        Piece("images", "image folder", _PREPARE, is_dir=True),
+        Piece(SPLIT_FILE, "split file", _PREPARE),
     )
 
 

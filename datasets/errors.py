@@ -16,13 +16,6 @@ class DatasetError(Exception):
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """A dataset folder or one of its required files (split file, class list, ...) is absent."""
 
-    def __init__(self, message):
-        # FileNotFoundError's (errno, strerror) signature is not used: the message says it all.
-        Exception.__init__(self, message)
-
-    def __str__(self):
-        return self.args[0]
-
 
 class MissingImagesError(DatasetNotFoundError):
     """Images referenced by a split file (or a cache) are absent from the disk."""

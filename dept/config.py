@@ -38,6 +38,10 @@ def _dept_node():
     dept.NEW_LAYERS = ["linear_probe", "film"]
     # A parameter trains iff its qualified name contains one of these (everything else is frozen).
     dept.NAMES_TO_UPDATE = ["prompt_learner", "linear_probe", "film"]
+    # Text encoder path (dept.text_encoder), all exact: auto | shared_prefix | truncated | full.
+    # auto = the prefix every class shares ([SOS] + context) run once where the context is generic and
+    # the name at the end, else truncated; truncated = up to the last EOT; full = all 77 positions.
+    dept.TEXT_ENCODING = "auto"
     return dept
 
 
