@@ -10,7 +10,6 @@ its lists are not a split file, how to read them (``read_full_splits``).
 Config keys read: ``DATASET.ROOT``, ``DATASET.NUM_SHOTS``, ``SEED``, and
 ``DATASET.SUBSAMPLE_CLASSES`` ("all" when the key is absent).
 """
-import logging
 import os
 
 from dassl.data.datasets import DatasetBase
@@ -19,8 +18,6 @@ from .errors import DatasetNotFoundError, format_missing
 from .fewshot import FEWSHOT_DIR, VAL_SHOTS_CAP, fewshot_cache_path, load_or_sample
 from .report import inspect_dataset
 from .splits import SPLITS, entries_to_datums, read_split_entries, subsample_classes
-
-logger = logging.getLogger(__name__)
 
 
 class CoOpDataset(DatasetBase):

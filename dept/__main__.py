@@ -1,4 +1,4 @@
-"""``python -m dept <command>``: base2new (the protocol runner), train, data check."""
+"""``python -m dept <command>``: base2new (the protocol runner), train, data (check, fetch-splits, ...)."""
 import sys
 
 USAGE = """usage: python -m dept <command> [args]
@@ -7,6 +7,8 @@ commands:
   base2new      train on base classes, evaluate on new ones, write the results table
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
+  data fetch-splits   download the CoOp split files (gdown) and verify their checksums
+  data prepare-demo   write the embedded digits demo dataset under --root
 """
 
 

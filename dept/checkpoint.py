@@ -3,7 +3,7 @@
 Layout (as Dassl): ``<dir>/<name>/model.pth.tar-<epoch>`` plus a ``checkpoint`` text file naming
 the newest. Content: only the trained tensors (prompts, cwT, head; never the frozen CLIP), the
 optimizer and scheduler state (numbers and tensors), and the classes the DePT head was trained
-on. ``torch.load(weights_only=True)`` reads it.
+on (``head_classes``). ``torch.load(weights_only=True)`` reads it.
 
 Checkpoints written by the official DePT/CoOp code pickle the scheduler's successor object (and,
 through it, the optimizer). ``torch.load`` refuses them since torch 2.6, and ``weights_only=False``
@@ -118,7 +118,7 @@ def save_checkpoint(path, model, epoch, optimizer=None, scheduler=None, val_resu
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "val_result": None if val_result is None else float(val_result),
-        "head_classnames": list(head.classnames) if head is not None else None,
+        "head_classes": list(head.classes) if head is not None else None,
     }
     torch.save(state, path)
     with open(os.path.join(os.path.dirname(path), "checkpoint"), "w") as f:

@@ -36,6 +36,12 @@ from dept.optim import build_lr_scheduler, build_optimizer
 logger = logging.getLogger(__name__)
 
 
+def class_keys(dataset):
+    """The dataset's classes in label order, as identities: WNIDs where the dataset has them
+    (ImageNet and its variants; CLIP's names repeat "missile" and "sunglasses"), else names."""
+    return list(getattr(dataset, "wnids", None) or dataset.classnames)
+
+
 class PromptTrainer(TrainerX):
     """Base Dassl trainer of the CoOp family (CoOp itself is this with ``PromptCLIP``)."""
 
@@ -51,6 +57,20 @@ class PromptTrainer(TrainerX):
         prec = cfg.TRAINER[self.method_key].PREC
         if prec not in ("fp16", "fp32", "amp"):
             raise ValueError(f"TRAINER.{self.method_key}.PREC must be fp16, fp32 or amp; got '{prec}'")
+
+    def build_data_loader(self):
+        """Dassl's DataManager, reading images through a wrapper that names the file and the dataset
+        when an image is missing or corrupt (instead of a bare PIL traceback in a worker)."""
+        from dassl.data import DataManager
+
+        from dept.datasets import CheckedDatasetWrapper
+
+        dm = DataManager(self.cfg, dataset_wrapper=CheckedDatasetWrapper)
+        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self):
@@ -196,7 +216,7 @@ class DePTMixin:
 
     def build_custom_model(self, clip_model, classnames):
         model = super().build_custom_model(clip_model, classnames)
-        model.dept_head = DePTHead.from_options(model.embed_dim, classnames, self.opts)
+        model.dept_head = DePTHead.from_options(model.embed_dim, class_keys(self.dm.dataset), self.opts)
         self._head_active = True
         return model
 
@@ -214,11 +234,11 @@ class DePTMixin:
 
     def before_test(self):
         """The head applies iff it was trained on every evaluated class (base: yes; new: no)."""
-        classnames = [self.lab2cname[i] for i in sorted(self.lab2cname)]
-        rows = self.head.rows_for(classnames)
+        classes = class_keys(self.dm.dataset)
+        rows = self.head.rows_for(classes)
         self._head_active = rows is not None
-        self.head.rows = None if rows == list(range(len(self.head.classnames))) else rows
-        logger.info("Evaluating %d classes with %s", len(classnames),
+        self.head.rows = None if rows == list(range(len(self.head.classes))) else rows
+        logger.info("Evaluating %d classes with %s", len(classes),
                     f"ITM + CAT fused ({self.head.fusion})" if self._head_active
                     else "ITM only (the CAT head was not trained on these classes)")
         super().before_test()
@@ -229,23 +249,25 @@ class DePTMixin:
         super().apply_state(rest, checkpoint)
         if not head_state:
             return
-        names = checkpoint.get("head_classnames") or self._official_head_classnames(head_state)
-        if names != self.head.classnames:
-            head = DePTHead.from_options(self.model.embed_dim, names, self.opts)
+        classes = checkpoint.get("head_classes") or self._official_head_classes(head_state)
+        if classes != self.head.classes:
+            head = DePTHead.from_options(self.model.embed_dim, classes, self.opts)
             self.model.dept_head = head.to(self.device)
         self.head.load_state_dict(head_state)
-        if self.cfg.DATASET.SUBSAMPLE_CLASSES == "base" and self.head.rows_for(self.dm.dataset.classnames) is None:
+        current = class_keys(self.dm.dataset)
+        if self.cfg.DATASET.SUBSAMPLE_CLASSES == "base" and self.head.rows_for(current) is None:
             raise ValueError(
-                f"The checkpoint's CAT head was trained on {len(names)} classes that are not this run's "
-                f"{len(self.dm.dataset.classnames)} base classes (first: {names[:3]} vs "
-                f"{self.dm.dataset.classnames[:3]}): it was trained on another dataset or split."
+                f"The checkpoint's CAT head was trained on {len(classes)} classes that are not this run's "
+                f"{len(current)} base classes (first: {classes[:3]} vs {current[:3]}): it was trained on "
+                "another dataset or split."
             )
 
-    def _official_head_classnames(self, head_state):
+    def _official_head_classes(self, head_state):
         """Official checkpoints do not record the head's classes: infer them as the official code did."""
         rows = head_state["linear_probe.weight"].shape[0] if "linear_probe.weight" in head_state else 0
-        current = list(self.dm.dataset.classnames)
-        source = list(getattr(self.dm.dataset, "source_classnames", None) or [])
+        current = class_keys(self.dm.dataset)
+        # ImageNet labels are the sorted WNIDs, so a 1000-row head's row i is the i-th sorted WNID.
+        source = sorted(getattr(self.dm.dataset, "source_wnids", None) or [])
         if rows == len(current) and self.cfg.DATASET.SUBSAMPLE_CLASSES != "new":
             return current
         if rows and rows == len(source):  # e.g. ImageNet-A/R evaluated with an ImageNet head

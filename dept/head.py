@@ -47,37 +47,39 @@ def itm_logits(image_features, text_features, logit_scale):
 class DePTHead(nn.Module):
     """The CAT head (cwT for image and text features + classifier) and the fused prediction.
 
-    ``classnames`` are the classes the classifier is trained on; they decide where the head applies
-    (``rows_for``), instead of dataset names or protocol strings.
+    ``classes`` identify the classes the classifier is trained on, in label order (class names, or
+    WNIDs for ImageNet and its variants); they decide where the head applies (``rows_for``), instead
+    of dataset names or protocol strings.
     """
 
-    def __init__(self, dim, classnames, weight=0.7, fusion="logits", head="linear", cwt=True):
+    def __init__(self, dim, classes, weight=0.7, fusion="logits", head="linear", cwt=True):
         super().__init__()
-        self.classnames = list(classnames)
+        self.classes = list(classes)
         self.weight = weight
         self.fusion = fusion
         self.head = head
         self.film_img = ChannelTransform(dim) if cwt else nn.Identity()
         self.film_text = ChannelTransform(dim) if cwt else nn.Identity()
-        self.linear_probe = nn.Linear(dim, len(self.classnames)) if head == "linear" else None
+        self.linear_probe = nn.Linear(dim, len(self.classes)) if head == "linear" else None
         self.rows = None  # classifier rows used at inference; None = all (set by ``select``)
 
     @classmethod
-    def from_options(cls, dim, classnames, opts):
-        return cls(dim, classnames, weight=opts.weight, fusion=opts.fusion, head=opts.head, cwt=opts.cwt)
+    def from_options(cls, dim, classes, opts):
+        return cls(dim, classes, weight=opts.weight, fusion=opts.fusion, head=opts.head, cwt=opts.cwt)
 
-    def rows_for(self, classnames):
+    def rows_for(self, classes):
         """Classifier rows for the evaluated classes, or None where the head does not apply.
 
         The head applies when every evaluated class is one it was trained on: the training classes
         themselves (base), or a subset of them (ImageNet-A/R within ImageNet's 1000). New classes,
         or other datasets' classes, get ITM only.
         """
-        index = {name: i for i, name in enumerate(self.classnames)}
-        if len(index) != len(self.classnames):
-            return None if list(classnames) != self.classnames else list(range(len(classnames)))
-        if all(name in index for name in classnames):
-            return [index[name] for name in classnames]
+        classes = list(classes)
+        index = {key: i for i, key in enumerate(self.classes)}
+        if len(index) != len(self.classes):  # repeated keys: only the identical list is unambiguous
+            return list(range(len(classes))) if classes == self.classes else None
+        if all(key in index for key in classes):
+            return [index[key] for key in classes]
         return None
 
     def cat_logits(self, image_features, text_features=None, labels=None, logit_scale=None):

@@ -6,7 +6,9 @@ root, as ``trainers``), and a user's CoOp checkout having registered its own ``C
 Dassl's ``Registry.register`` raises ``KeyError`` on any second registration, so we go through
 ``register`` below instead.
 """
+import inspect
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +18,16 @@ def _qualname(obj):
 
 
 def _same_definition(a, b):
-    """Two objects are the same definition when one module was imported under two names."""
+    """Same object, or the same source file imported under two module names
+    ('dept.trainers.coop' and, from the repository root, 'trainers.coop')."""
     if a is b:
         return True
-    mod_a, mod_b = a.__module__.split("."), b.__module__.split(".")
-    # 'dept.trainers.coop' and 'trainers.coop' define the same class.
-    return a.__qualname__ == b.__qualname__ and (mod_a[-1] == mod_b[-1])
+    if a.__qualname__ != b.__qualname__:
+        return False
+    try:
+        return os.path.samefile(inspect.getsourcefile(a), inspect.getsourcefile(b))
+    except (TypeError, OSError):
+        return False
 
 
 def register(registry, obj, name=None, aliases=()):

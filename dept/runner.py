@@ -45,7 +45,8 @@ def build_parser():
     p.add_argument("--output", default="output", help="output root")
     p.add_argument("--demo", action="store_true", help="run the embedded demo even if a root is set")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="trailing config options for every run")
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="config options for every run, after --: -- OPTIM.MAX_EPOCH 5 DEPT.FUSION probs")
     return p
 
 
@@ -119,6 +120,7 @@ def prepare_demo(args):
 
 def base2new(argv=None):
     args = build_parser().parse_args(argv)
+    args.opts = [o for o in args.opts if o != "--"] if args.opts[:1] == ["--"] else args.opts
     demo = args.demo or not args.root
     if demo:
         logger.warning(DEMO_BANNER)

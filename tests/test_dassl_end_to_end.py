@@ -57,7 +57,7 @@ def test_training_writes_log_accuracy_and_a_small_checkpoint(trained):
         "dept_head.film_text.scale", "dept_head.linear_probe.bias", "dept_head.linear_probe.weight",
         "prompt_learner.ctx",
     ]
-    assert state["head_classnames"] == ["banded", "blotchy", "braided"]
+    assert state["head_classes"] == ["banded", "blotchy", "braided"]
     assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 2
     # the head and cwT moved, the frozen CLIP did not
     assert not torch.equal(state["state_dict"]["dept_head.film_img.scale"], torch.ones(32))
@@ -173,3 +173,31 @@ def test_bad_inputs_give_clear_errors(trained, dtd, tiny_clip_file, tmp_path, re
     other = make_dtd(str(tmp_path / "other"), classes=("waffled", "woven", "wrinkled", "zigzagged"))
     with pytest.raises(ValueError, match="another dataset or split"):
         run(other, tmp_path / "e5", "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", out)
+
+
+def test_imagenet_head_applies_to_a_variant_through_its_rows(tiny_clip_file, tmp_path, restore_stdout):
+    """Train on all ImageNet classes; a variant whose classes are among them (as ImageNet-R's 200 of
+    1000) is evaluated fused through the matching head rows, picked by WNID, not by dataset name."""
+    from dept.datasets.testing import IMAGENET_CLASSES, _variant, imagenet, imagenet_a
+
+    root = str(tmp_path / "data")
+    imagenet(root)  # trains on the first three WNIDs
+    wnids = [IMAGENET_CLASSES[i][0] for i in (2, 0)]
+    _variant("ImageNetR", root, "imagenet-rendition", "imagenet-r", wnids, readme=True)
+    imagenet_a(root)  # WNIDs 1, 3, 4: two of them were never trained
+    out = tmp_path / "imagenet"
+    yaml = os.path.join(REPO, "configs", "datasets", "{}.yaml")
+
+    def go(dataset, *extra):
+        from dept.train import main
+
+        return main(["--root", root, "--seed", "1", "--trainer", "CoOpDePT", "--dataset-config-file",
+                     yaml.format(dataset), "--config-file", config("CoOpDePT"), *extra, "MODEL.BACKBONE.PATH",
+                     tiny_clip_file, "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1"])
+
+    trained = go("imagenet", "--output-dir", str(out))
+    assert trained.model.dept_head.classes == [w for w, _ in IMAGENET_CLASSES[:3]]
+    variant = go("imagenet_r", "--output-dir", str(tmp_path / "r"), "--eval-only", "--model-dir", str(out))
+    assert variant._head_active and variant.model.dept_head.rows == [0, 2]
+    other = go("imagenet_a", "--output-dir", str(tmp_path / "a"), "--eval-only", "--model-dir", str(out))
+    assert not other._head_active
