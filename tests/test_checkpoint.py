@@ -8,6 +8,7 @@ from torch import nn
 
 from dept.checkpoint import find_checkpoint, normalize_state_dict, read_checkpoint
 
+
 class Payload:
     """An object whose unpickling would run code (what weights_only=False allows)."""
 

@@ -1,6 +1,5 @@
 """CLIP loading: by name through the clip package's cache, from a local file, and clear errors."""
 import hashlib
-import os
 
 import pytest
 import torch

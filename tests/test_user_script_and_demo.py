@@ -2,10 +2,8 @@
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
-
 from conftest import REPO, make_dtd
 
 pytestmark = pytest.mark.dassl
