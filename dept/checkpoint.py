@@ -82,12 +82,15 @@ def checkpoint_epochs(folder):
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def find_checkpoint(directory, names, epoch=None):
-    """The file to load from a run directory: ``epoch`` None or negative means the last one."""
+def find_checkpoint(directory, names, epoch=None, best=False):
+    """The file to load from a run directory: ``epoch`` None or negative means the last one
+    (or ``model-best.pth.tar`` with ``best``, as Dassl saves it for TEST.FINAL_MODEL best_val)."""
     tried = []
     for name in names:
         folder = os.path.join(directory, name)
         tried.append(folder)
+        if best and epoch is None and os.path.isfile(os.path.join(folder, "model-best.pth.tar")):
+            return os.path.join(folder, "model-best.pth.tar")
         epochs = checkpoint_epochs(folder)
         if not epochs:
             continue

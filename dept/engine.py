@@ -162,11 +162,13 @@ class PromptTrainer(TrainerX):
             shutil.copy(path, os.path.join(directory, name, "model-best.pth.tar"))
 
     def load_model(self, directory, epoch=None):
-        """Load trained tensors for evaluation; ``epoch`` None or -1 = the last epoch saved."""
+        """Load trained tensors for evaluation; ``epoch`` None or -1 = the last epoch saved
+        (the best-validation one when TEST.FINAL_MODEL is best_val)."""
         if not directory:
             logger.info("No --model-dir given: evaluating the model as initialised.")
             return
-        path = find_checkpoint(directory, [self.checkpoint_name, *OFFICIAL_NAMES], epoch)
+        best = self.cfg.TEST.FINAL_MODEL == "best_val"
+        path = find_checkpoint(directory, [self.checkpoint_name, *OFFICIAL_NAMES], epoch, best=best)
         checkpoint = read_checkpoint(path)
         logger.info("Loading %s (epoch %s)", path, checkpoint.get("epoch"))
         self.apply_state(normalize_state_dict(checkpoint), checkpoint)

@@ -73,3 +73,12 @@ def test_find_checkpoint_takes_the_last_epoch_and_ignores_other_files(tmp_path):
         find_checkpoint(str(tmp_path), ["PromptLearner"], epoch=5)
     with pytest.raises(FileNotFoundError, match="--model-dir"):
         find_checkpoint(str(tmp_path / "nothing"), ["PromptLearner"])
+
+
+def test_best_checkpoint_is_taken_when_asked(tmp_path):
+    folder = tmp_path / "prompt_learner"
+    folder.mkdir()
+    for name in ("model.pth.tar-3", "model-best.pth.tar"):
+        (folder / name).write_text("x")
+    assert find_checkpoint(str(tmp_path), ["prompt_learner"], best=True).endswith("model-best.pth.tar")
+    assert find_checkpoint(str(tmp_path), ["prompt_learner"], epoch=3, best=True).endswith("model.pth.tar-3")
