@@ -330,33 +330,50 @@ def run_job(job):
         loss.backward()
         optim.step()
 
-    model.train()
-    memory = PeakMemory(device)
-    memory.start()
-    times = timed(step, device, job["warmup"], job["steps"], job["budget"])
-    growth, total = memory.peak()
-    result.update(step_s=statistics.median(times), steps_timed=len(times), step_times=times,
-                  peak_growth_bytes=growth, peak_total_bytes=total, memory_method=memory.method)
-
+    # Test time first (no autograd), so that it is reported even where training runs out of memory.
     model.eval()
     with torch.no_grad():
         if official:  # its test forward encodes the text of every class for every batch
             batch_times = timed(lambda: model(test_images), device, 0, job["eval_repeats"], job["budget"])
             result.update(official_test_batch_s=statistics.median(batch_times))
-            return result
-        text_times = timed(model.encode_text, device, 1, job["eval_repeats"], job["budget"])
-        image_features = torch.randn(job["test_batch"], model.embed_dim, generator=generator).to(device, dtype)
-        with model.cached_text_features():
-            text_features = model.encode_text()
+        else:
+            text_times = timed(model.encode_text, device, 1, job["eval_repeats"], job["budget"])
+            image_features = torch.randn(job["test_batch"], model.embed_dim, generator=generator).to(device, dtype)
+            with model.cached_text_features():
+                text_features = model.encode_text()
 
-            def logits():
-                itm = model.itm_logits(image_features, text_features)
-                return model.dept_head.predict(itm, image_features, text_features, model.logit_scale) \
-                    if model.dept_head is not None else itm
+                def logits():
+                    itm = model.itm_logits(image_features, text_features)
+                    return model.dept_head.predict(itm, image_features, text_features, model.logit_scale) \
+                        if model.dept_head is not None else itm
 
-            logit_times = timed(logits, device, 1, job["eval_repeats"], job["budget"])
-    result.update(text_once_s=statistics.median(text_times), logits_batch_s=statistics.median(logit_times))
+                logit_times = timed(logits, device, 1, job["eval_repeats"], job["budget"])
+            result.update(text_once_s=statistics.median(text_times), logits_batch_s=statistics.median(logit_times))
+
+    model.train()
+    memory = PeakMemory(device)
+    memory.start()
+    try:
+        times = timed(step, device, job["warmup"], job["steps"], job["budget"])
+    except (RuntimeError, MemoryError) as error:
+        if not _out_of_memory(error):
+            raise
+        result.update(error=f"out of memory in training{_limit_note(job)}", error_detail=str(error)[:300])
+        return result
+    growth, total = memory.peak()
+    result.update(step_s=statistics.median(times), steps_timed=len(times), step_times=times,
+                  peak_growth_bytes=growth, peak_total_bytes=total, memory_method=memory.method)
     return result
+
+
+def _limit_note(job):
+    limit = job.get("memory_limit_bytes")
+    return f" (limit {limit / 2 ** 30:.1f} GiB)" if limit else ""
+
+
+def _out_of_memory(error):
+    text = str(error)
+    return isinstance(error, MemoryError) or "alloc" in text or "out of memory" in text
 
 
 def _worker():
@@ -368,10 +385,10 @@ def _worker():
     try:
         result = run_job(job)
     except (RuntimeError, MemoryError) as error:
-        if not isinstance(error, MemoryError) and "alloc" not in str(error) and "out of memory" not in str(error):
+        if not _out_of_memory(error):
             raise
         result = {k: job.get(k) for k in ("kind", "method", "path", "classes")}
-        result["error"] = f"out of memory ({str(error).splitlines()[0][:120]})"
+        result.update(error=f"out of memory{_limit_note(job)}", error_detail=str(error)[:300])
     sys.stdout.write("\n" + RESULT_TAG + json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
@@ -439,16 +456,17 @@ def table(results):
         ref = official.get(r["classes"])
         name = "CoOp+DePT (official code)" if r["kind"] == "official" else METHODS[r["method"]]
         path = "full (77), text per test batch" if r["kind"] == "official" else PATH_LABELS[r["path"]]
-        if "error" in r:
-            lines.append(f"| {r['classes']} | {name} | {path} | {r['error']} | | | | | | | |")
-            continue
-        mb = 2 ** 20
-        speedup = ref["step_s"] / r["step_s"] if ref else None
-        mem = r["peak_growth_bytes"] / ref["peak_growth_bytes"] if ref and ref.get("peak_growth_bytes") else None
+        if "step_s" in r:
+            mb = 2 ** 20
+            speedup = ref["step_s"] / r["step_s"] if ref else None
+            mem = r["peak_growth_bytes"] / ref["peak_growth_bytes"] if ref and ref.get("peak_growth_bytes") else None
+            train = (f"{r['step_s']:.3f} ({r['steps_timed']}) | {_fmt(speedup, '.1f')} | "
+                     f"{r['peak_growth_bytes'] / mb:,.0f} | {_fmt(mem, '.3f')} | {r['peak_total_bytes'] / mb:,.0f}")
+        else:
+            train = f"{r.get('error', 'n/a')} | | | |"
         lines.append(
-            f"| {r['classes']} | {name} | {path} | {r['step_s']:.3f} ({r['steps_timed']}) | {_fmt(speedup, '.1f')} | "
-            f"{r['peak_growth_bytes'] / mb:,.0f} | {_fmt(mem, '.3f')} | {r['peak_total_bytes'] / mb:,.0f} | "
-            f"{_fmt(r.get('text_once_s'), '.3f')} | {_fmt(r.get('test_img_s'), '.2f')} | "
+            f"| {r['classes']} | {name} | {path} | {train} | {_fmt(r.get('text_once_s'), '.3f')} | "
+            f"{_fmt(r.get('test_img_s'), '.2f')} | "
             f"{_fmt(100 * r['floor_fraction'] if 'floor_fraction' in r else None, '.1f')} |"
         )
     return "\n".join(lines)
@@ -456,10 +474,10 @@ def table(results):
 
 def targets(results):
     """The issue's targets (CoOp + DePT, shared prefix vs the official code), each met or missed."""
-    def find(kind, classes, path=None):
+    def find(kind, classes, path=None, key="step_s"):
         return next((r for r in results if r.get("kind") == kind and r.get("classes") == classes
                      and (path is None or r.get("path") == path) and r.get("method", "dept") == "dept"
-                     and "error" not in r), None)
+                     and key in r), None)
 
     lines = []
     for classes, speed in ((500, 6.0), (50, 2.0)):
@@ -472,13 +490,13 @@ def targets(results):
                 frac = ours["peak_growth_bytes"] / ref["peak_growth_bytes"]
                 lines.append(f"- 500 classes: peak memory growth {frac:.3f} of the official code's "
                              f"(target ≤ 1/3): {'met' if frac <= 1 / 3 else 'MISSED'}")
-    ours = find("ours", 500, "shared_prefix")
-    if ours and "floor_fraction" in ours:
+    ours = find("ours", 500, "shared_prefix", "floor_fraction")
+    if ours:
         frac = ours["floor_fraction"]
         lines.append(f"- 500 classes: test throughput {100 * frac:.1f}% of the image-encoder floor "
                      f"(target ≥ 95%): {'met' if frac >= 0.95 else 'MISSED'}")
-    ref = find("official", 500)
-    if ref and "floor_fraction" in ref:
+    ref = find("official", 500, key="floor_fraction")
+    if ref:
         lines.append(f"- 500 classes: the official code's test throughput is {100 * ref['floor_fraction']:.1f}% "
                      "of the floor (it encodes the text for every test batch)")
     return "\n".join(lines)
@@ -506,13 +524,15 @@ def parse_args(argv):
     parser.add_argument("--classnames", default="", help="file of class names (one per line, or CoOp's "
                         "'wnid name' classnames.txt); the first N are used. Default: generated, ImageNet-like")
     parser.add_argument("--memory-limit-gb", type=float, default=None,
-                        help="address-space limit per measurement (default: 90%% of available memory; 0 = none), "
-                             "so that a configuration too big for this machine fails cleanly")
+                        help="address-space limit per measurement on CPU (default: 90%% of available memory, plus "
+                             "what a torch process maps without using; 0 = none), so that a configuration too big "
+                             "for this machine fails cleanly instead of waking the kernel's OOM killer")
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process (faster; peak memory then is not per configuration)")
     parser.add_argument("--quick", action="store_true", help="tiny CLIP, 5 classes, one step: checks that it runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="also write every figure as JSON here")
+    parser.add_argument("--report", default="", help="print the report of a saved --out file and exit")
     args = parser.parse_args(argv)
     if args.quick:
         args.classes = [5] if args.classes == [50, 500, 1000] else args.classes
@@ -531,6 +551,10 @@ def _available_memory():
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report:
+        with open(args.report) as f:
+            sys.stdout.write(render(json.load(f)))
+        return 0
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[benchmark] %(message)s", stream=sys.stderr)
     for name in ("dept.prompts", "dept.optim"):  # one line per model built: noise here
@@ -538,8 +562,11 @@ def main(argv=None):
     device = torch.device(args.device)
     fp16 = device.type == "cuda"
     if args.memory_limit_gb is None:
+        # The limit is on address space, which exceeds the resident size by what a torch process maps
+        # without touching (libraries, thread arenas): add this process's own such excess.
         available = _available_memory()
-        limit = int(0.9 * available) if available and device.type == "cpu" else None
+        mapped = (_proc_status("VmSize") or 0) - (_proc_status("VmRSS") or 0)
+        limit = int(0.9 * available + max(0, mapped)) if available and device.type == "cpu" else None
     else:
         limit = int(args.memory_limit_gb * 2 ** 30) or None
     names = read_classnames(args.classnames) if args.classnames else default_classnames(max(args.classes), args.seed)
@@ -558,24 +585,41 @@ def main(argv=None):
                 jobs.append(dict(common, kind="ours", method=method, path=path))
         if args.official_dir:
             jobs.append(dict(common, kind="official", method="dept", path="full"))
+    load_before = os.getloadavg()
     results = [measure(job, isolate=not args.in_process) for job in jobs]
+    load_after = os.getloadavg()
     add_throughput(results, settings)
 
-    threads = torch.get_num_threads() if device.type == "cpu" else None
-    header = (f"{settings['model']}-shaped CLIP, random weights, {'fp16' if fp16 else 'fp32'} on {device}"
-              f"{f' ({threads} threads)' if threads else ''}; training batch {args.batch}, M = {args.n_ctx}, "
-              f"test batch {args.test_batch}, {args.test_images_per_class} test images per class. "
-              f"Peak memory: {'CUDA allocator' if fp16 else 'peak RSS'} growth over the built model.")
+    run = {"settings": settings, "torch": torch.__version__,
+           "threads": torch.get_num_threads() if device.type == "cpu" else None,
+           "load_average": {"before": load_before, "after": load_after},
+           "classnames_source": args.classnames or "generated", "results": results}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(run, f, indent=1)
+    sys.stdout.write(render(run))
+    return 0
+
+
+def render(run):
+    """The markdown report of a run (what ``--out`` saved; ``--report FILE`` prints it again)."""
+    settings, results = run["settings"], run["results"]
+    threads, load = run.get("threads"), run["load_average"]
+    limit = settings.get("memory_limit_bytes")
+    header = (
+        f"{settings['model']}-shaped CLIP, random weights, {'fp16' if settings['fp16'] else 'fp32'} on "
+        f"{settings['device']}{f' ({threads} threads)' if threads else ''}, torch {run['torch']}; training batch "
+        f"{settings['batch']}, M = {settings['n_ctx']}, class names: {run['classnames_source']}; test batch "
+        f"{settings['test_batch']}, {settings['test_images_per_class']} test images per class. Peak memory: "
+        f"{'CUDA allocator' if settings['fp16'] else 'peak RSS'} growth over the built model"
+        f"{f', address space limited to {limit / 2 ** 30:.1f} GiB' if limit else ''}. Load average "
+        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after (other processes skew timings)."
+    )
     report = f"{header}\n\n{table(results)}\n"
     checks = targets(results)
     if checks:
         report += f"\nTargets (CoOp+DePT, shared prefix vs the official code):\n{checks}\n"
-    sys.stdout.write(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"settings": settings, "torch": torch.__version__, "threads": threads,
-                       "classnames_source": args.classnames or "generated", "results": results}, f, indent=1)
-    return 0
+    return report
 
 
 if __name__ == "__main__":

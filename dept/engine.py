@@ -82,6 +82,7 @@ class PromptTrainer(TrainerX):
             raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}-pixel "
                              f"images: set INPUT.SIZE ({clip_size}, {clip_size}).")
         self.model = self.build_custom_model(clip_model, self.dm.dataset.classnames)
+        self.model.text_encoding = cfg.DEPT.TEXT_ENCODING
         for name, param in self.model.named_parameters():
             param.requires_grad_(any(key in name for key in self.opts.names_to_update))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)

@@ -21,6 +21,8 @@ class PromptCLIP(nn.Module):
     #: True when the prompts do not depend on the image, so text features can be computed once
     #: per evaluation instead of once per test batch.
     image_independent_text = True
+    #: Text encoding path (DEPT.TEXT_ENCODING): auto | shared_prefix | truncated | full; all exact.
+    text_encoding = "auto"
 
     def __init__(self, clip_model, classnames, method_cfg):
         super().__init__()
@@ -56,7 +58,7 @@ class PromptCLIP(nn.Module):
         """
         if self._text_cache is not None:
             return self._text_cache
-        return encode_prompts(self.text_encoder, self.prompt_learner, getattr(self, "text_encoding", "auto"))
+        return encode_prompts(self.text_encoder, self.prompt_learner, self.text_encoding)
 
     def itm_logits(self, image_features, text_features):
         return itm_logits(image_features, text_features, self.logit_scale)

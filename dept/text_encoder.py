@@ -24,7 +24,7 @@ the shared-prefix path drives their own weights (``ln_1``, ``attn.in_proj_weight
 ``attn.out_proj``, ``ln_2``, ``mlp``), computing queries, keys and values itself so that the
 prefix's keys and values can be kept and reused. Nothing of CLIP is copied.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

@@ -201,3 +201,13 @@ def test_imagenet_head_applies_to_a_variant_through_its_rows(tiny_clip_file, tmp
     assert variant._head_active and variant.model.dept_head.rows == [0, 2]
     other = go("imagenet_a", "--output-dir", str(tmp_path / "a"), "--eval-only", "--model-dir", str(out))
     assert not other._head_active
+
+
+@pytest.mark.parametrize("encoding", ["full", "truncated", "shared_prefix"])
+def test_text_encoding_key_selects_the_path_and_gives_the_same_result(trained, dtd, tiny_clip_file, tmp_path,
+                                                                       restore_stdout, encoding):
+    out, _ = trained
+    evaluated = run(dtd, tmp_path / encoding, "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", out,
+                    "DEPT.TEXT_ENCODING", encoding)
+    assert evaluated.model.text_encoding == encoding
+    assert accuracy_lines(tmp_path / encoding) == accuracy_lines(out)

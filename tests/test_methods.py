@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import REPO, make_dtd
 
 pytestmark = pytest.mark.dassl

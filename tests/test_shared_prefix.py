@@ -10,7 +10,7 @@ import torch
 
 from dept.prompts import ContextPrompt
 from dept.testing import tiny_clip
-from dept.text_encoder import TextEncoder, encode_prompts
+from dept.text_encoder import TextEncoder
 
 TOL = 1e-5
 VARIED = ["a", "X-ray machine", "Herbaceous Vegetation Land", "dog", "golden retriever"]
