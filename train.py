@@ -13,7 +13,12 @@ import sys
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
-from dept.train import main  # noqa: E402
+try:
+    from dept.train import main
+except ModuleNotFoundError as err:
+    if err.name != "dept":
+        raise
+    sys.exit("dept is not installed: run `bash scripts/setup.sh` (or `pip install -e .`) in this folder first.")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
