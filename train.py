@@ -13,6 +13,7 @@ import sys
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
+# -- entry point
 try:
     from dept.train import main
 except ModuleNotFoundError as err:
