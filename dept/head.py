@@ -61,7 +61,7 @@ class DePTHead(nn.Module):
         self.film_img = ChannelTransform(dim) if cwt else nn.Identity()
         self.film_text = ChannelTransform(dim) if cwt else nn.Identity()
         self.linear_probe = nn.Linear(dim, len(self.classes)) if head == "linear" else None
-        self.rows = None  # classifier rows used at inference; None = all (set by ``select``)
+        self.rows = None  # classifier rows used at inference; None = all (set from ``rows_for``)
 
     @classmethod
     def from_options(cls, dim, classes, opts):

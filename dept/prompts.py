@@ -67,6 +67,9 @@ class ContextPrompt(nn.Module):
         with torch.no_grad():
             embedding = clip_model.token_embedding(tokenized).type(clip_model.dtype)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        # Each class's positions after the context, up to its EOT: fixed by the class names, so kept
+        # on the CPU once rather than read back from the device at every step.
+        self.suffix_lengths = tokenized.argmax(dim=-1) - self.n_ctx
         self.register_buffer("token_prefix", embedding[:, :1, :], persistent=False)  # SOS
         self.register_buffer("token_suffix", embedding[:, 1 + self.n_ctx:, :], persistent=False)
 
@@ -113,5 +116,4 @@ class ContextPrompt(nn.Module):
             prefix = torch.cat([sos, ctx])
         else:
             prefix = torch.cat([sos.expand(ctx.shape[0], -1, -1), ctx], dim=1)
-        lengths = self.tokenized_prompts.argmax(dim=-1) - self.n_ctx  # positions 1+M .. EOT
-        return SharedPrefix(prefix, self.token_suffix, lengths)
+        return SharedPrefix(prefix, self.token_suffix, self.suffix_lengths)

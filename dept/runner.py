@@ -120,7 +120,7 @@ def prepare_demo(args):
 
 def base2new(argv=None):
     args = build_parser().parse_args(argv)
-    args.opts = [o for o in args.opts if o != "--"] if args.opts[:1] == ["--"] else args.opts
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     demo = args.demo or not args.root
     if demo:
         logger.warning(DEMO_BANNER)
