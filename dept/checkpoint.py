@@ -14,9 +14,10 @@ import logging
 import os
 import pickle
 import re
-import types
 
 import torch
+
+from dept import safe_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -28,39 +29,6 @@ OFFICIAL_KEY_MAP = (
     ("film_lp_text.", "dept_head.film_text."),
     ("linear_probe_proj.", "dept_head.linear_probe."),
 )
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor_v3"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch", "Size"),
-}
-
-
-class _Inert:
-    """Stands in for any pickled object that is not a tensor or a plain container."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        return _Inert
-
-
-_safe_pickle = types.ModuleType("dept_safe_pickle")
-_safe_pickle.Unpickler = _SafeUnpickler
-_safe_pickle.load = lambda f, **kw: _SafeUnpickler(f, **kw).load()
-_safe_pickle.__name__ = "dept_safe_pickle"
 
 
 def read_checkpoint(path):
@@ -71,7 +39,7 @@ def read_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         logger.info("%s holds pickled objects (official checkpoint): reading tensors only.", path)
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
 
 
 def checkpoint_epochs(folder):
