@@ -15,11 +15,11 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
 # -- entry point
 try:
-    from dept.train import main
+    from dept.train import cli
 except ModuleNotFoundError as err:
     if err.name != "dept":
         raise
     sys.exit("dept is not installed: run `bash scripts/setup.sh` (or `pip install -e .`) in this folder first.")
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

@@ -115,7 +115,17 @@ def add_dept_config(cfg):
         # Where named backbones are cached ("" = ~/.cache/clip, as the clip package does).
         "CACHE_DIR": "",
     }))
-    _add_missing(cfg.DATASET, CN({"SUBSAMPLE_CLASSES": "all"}))  # all | base | new (CoOp)
+    _add_missing(cfg.DATASET, CN({
+        "SUBSAMPLE_CLASSES": "all",  # all | base | new (CoOp)
+        # Before the first step, check every image the run will read: "quick" (header and end of
+        # file: catches absent, empty, non-image and truncated files), "full" (decode), "none".
+        "CHECK_IMAGES": "quick",
+    }))
+    _add_missing(cfg.TRAIN, CN({
+        # Strict determinism on GPU (torch.use_deterministic_algorithms, no cuDNN autotuning):
+        # slower, but a run and its resumed twin agree bit for bit on GPU as they do on CPU.
+        "DETERMINISTIC": False,
+    }))
     _add_missing(cfg.TRAINER, CN({
         "COOP": _coop_node(),
         "LINEAR_PROBE": linear_probe,
@@ -154,16 +164,12 @@ def _reference_defaults():
 _REFERENCE = None
 
 
-def dept_options(cfg):
-    """Resolve ``cfg.DEPT`` against the official alias keys.
-
-    An alias counts as set when it differs from its default; if both spellings were set to
-    different values, that is an error rather than a silent choice.
-    """
+def _resolve(cfg):
+    """{clean key: value} from DEPT.* and the official aliases, and the aliases that supplied a value."""
     global _REFERENCE
     if _REFERENCE is None:
         _REFERENCE = _reference_defaults()
-    values = {}
+    values, from_alias = {}, {}
     for key, (alias, convert) in ALIASES.items():
         clean = cfg.DEPT[key]
         clean_set = clean != _REFERENCE.DEPT[key]
@@ -174,14 +180,76 @@ def dept_options(cfg):
                 f"DEPT.{key}={clean!r} and its official alias {alias}={official!r} disagree; "
                 f"set only one of them."
             )
-        values[key] = convert(official) if official_set else clean
+        if official_set and not clean_set:
+            values[key] = convert(official)
+            if values[key] != clean:
+                from_alias[key] = alias
+        else:
+            values[key] = clean
+    return values, from_alias
+
+
+def _check_values(values):
+    weight = values["WEIGHT"]
+    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ValueError(
+            f"DEPT.WEIGHT (λ, official TRAINER.LINEAR_PROBE.WEIGHT) must be in [0, 1], got {weight!r}: "
+            "the loss is (1-λ)·L_ITM + λ·L_CAT, so outside [0, 1] one of the two terms is maximised."
+        )
     if values["FUSION"] not in FUSIONS:
         raise ValueError(f"DEPT.FUSION must be one of {FUSIONS}, got {values['FUSION']!r}")
     if values["HEAD"] not in HEAD_TYPES:
         raise ValueError(f"DEPT.HEAD must be one of {HEAD_TYPES}, got {values['HEAD']!r}")
+    if not values["LR_MULT"] > 0:
+        raise ValueError(f"DEPT.LR_MULT (official OPTIM.LR_EXP) must be > 0, got {values['LR_MULT']!r}")
+    if not values["BASE_LR_MULT"] > 0:
+        raise ValueError(f"DEPT.BASE_LR_MULT (official OPTIM.BASE_LR_MULT) must be > 0, got {values['BASE_LR_MULT']!r}")
+    if not values["NAMES_TO_UPDATE"]:
+        raise ValueError("DEPT.NAMES_TO_UPDATE (official TRAINER.NAMES_TO_UPDATE) is empty: nothing would train.")
+
+
+def dept_options(cfg):
+    """Resolve ``cfg.DEPT`` against the official alias keys, and check the values.
+
+    An alias counts as set when it differs from its default; if both spellings were set to
+    different values, that is an error rather than a silent choice. (``sync_aliases`` also catches
+    both spellings written explicitly, even when one of them equals the default.)
+    """
+    values, _ = _resolve(cfg)
+    _check_values(values)
     return DePTOptions(
-        weight=values["WEIGHT"], fusion=values["FUSION"], head=values["HEAD"], cwt=values["CWT"],
+        weight=float(values["WEIGHT"]), fusion=values["FUSION"], head=values["HEAD"], cwt=values["CWT"],
         staged_lr=values["STAGED_LR"], lr_mult=values["LR_MULT"],
         base_lr_mult=values["BASE_LR_MULT"], new_layers=tuple(values["NEW_LAYERS"]),
         names_to_update=tuple(values["NAMES_TO_UPDATE"]),
     )
+
+
+def sync_aliases(cfg, explicit=None):
+    """Write the resolved values into ``cfg.DEPT`` (in place), so the config a run prints and
+    records says what it used; log each value an official key supplied.
+
+    ``explicit``: {dotted key: value} the user wrote (yaml files and command line). Both spellings
+    of a setting written with different values is an error even where one equals the default,
+    which value comparison alone cannot see.
+    """
+    import logging
+
+    explicit = explicit or {}
+    for key, (alias, convert) in ALIASES.items():
+        clean_key = f"DEPT.{key}"
+        if clean_key in explicit and alias in explicit and convert(explicit[alias]) != explicit[clean_key]:
+            raise ValueError(
+                f"{clean_key}={explicit[clean_key]!r} and its official alias {alias}={explicit[alias]!r} "
+                "are both set and disagree; set only one of them."
+            )
+    values, from_alias = _resolve(cfg)
+    _check_values(values)
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for key, alias in from_alias.items():
+        logging.getLogger("dept.config").info("DEPT.%s = %r, from the official key %s", key, values[key], alias)
+        cfg.DEPT[key] = values[key]
+    if was_frozen:
+        cfg.freeze()
+    return cfg

@@ -1,45 +1,85 @@
-"""Dassl trainers for prompt methods (``PromptTrainer``) and the DePT variant of any of them.
+"""The Dassl trainer every prompt method of this package derives from (``PromptTrainer``).
 
-``PromptTrainer`` holds what every CoOp-family method shares: loading CLIP, freezing by name,
-the staged-LR optimizer, named losses summed in one place, evaluation with the text features
-computed once, and checkpoints of the trained tensors only. A method is a subclass that names its
-model class and config node. Its DePT variant is one more line::
+It holds what the CoOp family shares: loading CLIP, freezing by name, the staged-LR optimizer,
+one forward per batch (``model.features``) followed by named losses (``losses``, summed in one
+place) or the prediction (``predict``), evaluation with the text features computed once, and
+checkpoints of the trained tensors from which a run resumes bit for bit. A method is a subclass
+that names its model class and config node; its DePT variant is one more line::
 
     class CoOpDePT(DePTMixin, CoOp):
         pass
 
-``DePTMixin`` attaches the CAT head, replaces the ITM loss by the λ-weighted pair, fuses the heads
-at inference where the head was trained on the evaluated classes, and loads official DePT
-checkpoints.
+(``dept.mixin.DePTMixin``, re-exported here).
+
+Resume is exact: a state is saved after every epoch (kilobytes: only trained tensors), with the
+optimizer, scheduler and AMP scaler, the random states of Python, NumPy and torch, and, when a
+signal stops the run mid-epoch, how many batches of the epoch were done and the random state the
+epoch began with. A resumed run redraws the same batches (the images of the skipped ones are
+loaded and transformed again, not trained on, so augmentation and DataLoader workers see the
+same random streams) and ends as if it had never stopped.
 """
+import datetime
 import logging
 import os
 import shutil
+import time
 
 import torch
 import torch.nn.functional as F
 from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.utils import AverageMeter, MetricMeter
 
+from dept import faults, interrupts
 from dept.checkpoint import (
+    BEST,
+    FORMAT,
+    INTERRUPTED,
     OFFICIAL_NAMES,
+    CorruptCheckpoint,
+    checkpoint_epochs,
     find_checkpoint,
+    latest_resumable,
     normalize_state_dict,
+    progress,
+    prune,
     read_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from dept.clip_loader import load_clip
 from dept.config import dept_options
-from dept.head import DePTHead
+from dept.files import sha256
 from dept.model import PromptCLIP
 from dept.optim import build_lr_scheduler, build_optimizer
+from dept.run_record import config_differences, format_differences
 
 logger = logging.getLogger(__name__)
 
 
-def class_keys(dataset):
-    """The dataset's classes in label order, as identities: WNIDs where the dataset has them
-    (ImageNet and its variants; CLIP's names repeat "missile" and "sunglasses"), else names."""
-    return list(getattr(dataset, "wnids", None) or dataset.classnames)
+def clip_summary(cfg, clip_model):
+    """What the run record keeps of the CLIP it loaded: name, file, and architecture sizes."""
+    visual = clip_model.visual
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    return {
+        "name": cfg.MODEL.BACKBONE.NAME,
+        "path": cfg.MODEL.BACKBONE.get("PATH", "") or os.environ.get("DEPT_CLIP_PATH", "") or None,
+        "arch": {
+            "embed_dim": int(clip_model.text_projection.shape[1]),
+            "vision_width": int(visual.conv1.weight.shape[0]),
+            "vision_layers": len(blocks) if blocks is not None else None,
+            "vision_patch_size": int(visual.conv1.kernel_size[0]) if blocks is not None else None,
+            "image_resolution": int(visual.input_resolution),
+            "transformer_width": int(clip_model.ln_final.weight.shape[0]),
+            "transformer_layers": len(clip_model.transformer.resblocks),
+        },
+    }
+
+
+def file_summary(path, checkpoint):
+    """How a run record names a checkpoint: absolute path, sha256, epoch."""
+    return {"path": os.path.abspath(path), "sha256": sha256(path), "epoch": checkpoint.get("epoch")}
 
 
 class PromptTrainer(TrainerX):
@@ -76,17 +116,23 @@ class PromptTrainer(TrainerX):
     def build_model(self):
         cfg = self.cfg
         self.opts = dept_options(cfg)
+        # What a run record reports besides the accuracy (see dept.run_record).
+        self.notes = list(getattr(self.dm.dataset, "notes", None) or [])
+        self.test_result = self.final_checkpoint = self.loaded_checkpoint = self.last_saved = None
+        self.head_mode = None
+        self._resume_batch, self._resume_rng, self._epoch_rng = 0, None, None
         clip_model, self.prec = load_clip(cfg, self.method_cfg.PREC, self.device)
-        size, clip_size = cfg.INPUT.SIZE[0], clip_model.visual.input_resolution
-        if size != clip_size:
-            raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}-pixel "
+        self.clip_info = clip_summary(cfg, clip_model)
+        size, clip_size = tuple(cfg.INPUT.SIZE), clip_model.visual.input_resolution
+        if size != (clip_size, clip_size):
+            raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}×{clip_size}-pixel "
                              f"images: set INPUT.SIZE ({clip_size}, {clip_size}).")
         self.model = self.build_custom_model(clip_model, self.dm.dataset.classnames)
         self.model.text_encoding = cfg.DEPT.TEXT_ENCODING
         for name, param in self.model.named_parameters():
             param.requires_grad_(any(key in name for key in self.opts.names_to_update))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        logger.info("Training %d parameters: %s", trainable,
+        logger.info("%d trainable parameters: %s", trainable,
                     sorted(n for n, p in self.model.named_parameters() if p.requires_grad))
         self.model.to(self.device)
         self.optim = build_optimizer(self.model, cfg.OPTIM, self.opts)
@@ -97,24 +143,24 @@ class PromptTrainer(TrainerX):
     def build_custom_model(self, clip_model, classnames):
         return self.model_cls(clip_model, classnames, self.method_cfg)
 
-    # -- training ----------------------------------------------------------------------------
-    def head_losses(self, itm, image_features, text_features, labels):
-        return {"itm": F.cross_entropy(itm.float(), labels)}
+    # -- one forward, then losses or prediction ----------------------------------------------
+    def losses(self, features, labels):
+        """Named losses of one batch (``model.features`` output); their sum is what is optimised."""
+        return {"itm": F.cross_entropy(features.logits.float(), labels),
+                **self.model.extra_losses(features, labels)}
 
-    def compute_losses(self, images, labels):
-        """Named losses of one batch; their sum is what is optimised."""
-        model = self.model
-        image_features = model.encode_image(images)
-        text_features = model.encode_text(image_features)
-        itm = model.itm_logits(image_features, text_features)
-        losses = self.head_losses(itm, image_features, text_features, labels)
-        losses.update(model.extra_losses(image_features, text_features))
-        return losses
+    def predict(self, features):
+        """Class scores at evaluation (the ITM logits; DePT fuses its head in)."""
+        return features.logits
+
+    def model_inference(self, images):
+        return self.predict(self.model.features(images))
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.prec == "amp"):
-            losses = self.compute_losses(images, labels)
+            features = self.model.features(images)
+            losses = self.losses(features, labels)
             loss = sum(losses.values())
         self.optim.zero_grad()
         if self.scaler is not None:
@@ -126,7 +172,7 @@ class PromptTrainer(TrainerX):
             self.optim.step()
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        summary = {"loss": loss.item()}
+        summary = {"loss": loss.item(), "acc": compute_accuracy(features.logits, labels)[0].item()}
         if len(losses) > 1:
             summary.update({name: value.item() for name, value in losses.items()})
         return summary
@@ -134,17 +180,77 @@ class PromptTrainer(TrainerX):
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    # -- inference ---------------------------------------------------------------------------
-    def predict(self, itm, image_features, text_features):
-        return itm
+    # -- the training loop -------------------------------------------------------------------
+    def run_epoch(self):
+        """Dassl's TrainerX epoch, resumable mid-epoch and stopped cleanly by SIGINT/SIGTERM."""
+        self.set_model_mode("train")
+        losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        skip, self._resume_batch = self._resume_batch, 0
+        if skip:
+            set_rng_state(self._epoch_rng)  # the batches are drawn as the interrupted epoch drew them
+        else:
+            self._epoch_rng = rng_state()
+        batches = iter(self.train_loader_x)
+        for _ in range(skip):
+            next(batches)
+        if skip:
+            set_rng_state(self._resume_rng)
+            logger.info("Resuming epoch %d at batch %d of %d", self.epoch + 1, skip + 1, self.num_batches)
+        end = time.time()
+        with interrupts.deferred():
+            for batch_idx in range(skip, self.num_batches):
+                self.batch_idx = batch_idx
+                batch = next(batches)
+                data_time.update(time.time() - end)
+                losses.update(self.forward_backward(batch))
+                batch_time.update(time.time() - end)
+                self._print_step(losses, batch_time, data_time)
+                n_iter = self.epoch * self.num_batches + self.batch_idx
+                for name, meter in losses.meters.items():
+                    self.write_scalar("train/" + name, meter.avg, n_iter)
+                self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                faults.reached("step")
+                done = self.batch_idx + 1
+                if interrupts.pending() is not None and done < self.num_batches:
+                    self._save_mid_epoch(done)
+                    raise interrupts.RunInterrupted(
+                        interrupts.pending(), saved=self.last_saved,
+                        where=f"at epoch {self.epoch + 1}/{self.max_epoch}, batch {done}/{self.num_batches}")
+                end = time.time()
 
-    def model_inference(self, images):
-        model = self.model
-        image_features = model.encode_image(images)
-        text_features = model.encode_text(image_features)
-        itm = model.itm_logits(image_features, text_features)
-        return self.predict(itm, image_features, text_features)
+    def _print_step(self, losses, batch_time, data_time):
+        """The step line Dassl's TrainerX prints (same format, so its log parsers still work)."""
+        meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+        if not (meet_freq or self.num_batches < self.cfg.TRAIN.PRINT_FREQ):
+            return
+        remaining = self.num_batches - self.batch_idx - 1 + (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * remaining)))
+        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
+              f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) data {data_time.val:.3f} ({data_time.avg:.3f}) "
+              f"{losses} lr {self.get_current_lr():.4e} eta {eta}")
 
+    def after_epoch(self):
+        """Save after every epoch (kept: the newest, and each TRAIN.CHECKPOINT_FREQ-th)."""
+        with interrupts.deferred():
+            if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+                result = self.test(split="val")
+                if result > self.best_result:
+                    self.best_result = result
+                    self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST)
+            self.save_model(self.epoch, self.output_dir)
+        if interrupts.pending() is not None:
+            raise interrupts.RunInterrupted(interrupts.pending(), saved=self.last_saved,
+                                            where=f"after epoch {self.epoch + 1}/{self.max_epoch}")
+
+    def after_train(self):
+        faults.reached("test")
+        best = self.cfg.TEST.FINAL_MODEL == "best_val"
+        path = find_checkpoint(self.output_dir, [self.checkpoint_name], best=best)
+        self.final_checkpoint = file_summary(path, read_checkpoint(path))
+        super().after_train()
+
+    # -- evaluation --------------------------------------------------------------------------
     def before_test(self):
         """Hook run before every evaluation (DePT decides there whether its head applies)."""
 
@@ -152,27 +258,52 @@ class PromptTrainer(TrainerX):
         self.set_model_mode("eval")
         self.before_test()
         with self.model.cached_text_features():
-            return super().test(split)
+            result = super().test(split)
+        self.test_result = {"split": split or self.cfg.TEST.SPLIT, "accuracy": float(result)}
+        return result
 
     # -- checkpoints -------------------------------------------------------------------------
+    def _state_extras(self, batch=0):
+        return {
+            "batch": batch, "rng": rng_state(), "config": self.cfg.dump(), "trainer": type(self).__name__,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_result": float(self.best_result),
+        }
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        name = self.checkpoint_name
-        path = os.path.join(directory, name, model_name or f"model.pth.tar-{epoch + 1}")
-        save_checkpoint(path, self.model, epoch + 1, self.optim, self.sched, val_result)
-        if is_best:
-            shutil.copy(path, os.path.join(directory, name, "model-best.pth.tar"))
+        folder = os.path.join(directory, self.checkpoint_name)
+        path = os.path.join(folder, model_name or f"model.pth.tar-{epoch + 1}")
+        save_checkpoint(path, self.model, epoch + 1, self.optim, self.sched, val_result, **self._state_extras())
+        if not model_name:
+            self.last_saved = path
+            prune(folder, keep_epoch=epoch + 1, every=self.cfg.TRAIN.CHECKPOINT_FREQ)
+        if is_best and os.path.basename(path) != BEST:  # Dassl's signature: also keep it as the best
+            shutil.copy(path, os.path.join(folder, BEST))
+        faults.reached("checkpoint")
+
+    def _save_mid_epoch(self, done):
+        path = os.path.join(self.output_dir, self.checkpoint_name, INTERRUPTED)
+        save_checkpoint(path, self.model, self.epoch, self.optim, self.sched, None,
+                        epoch_rng=self._epoch_rng, **self._state_extras(batch=done))
+        self.last_saved = path
 
     def load_model(self, directory, epoch=None):
         """Load trained tensors for evaluation; ``epoch`` None or -1 = the last epoch saved
         (the best-validation one when TEST.FINAL_MODEL is best_val)."""
         if not directory:
-            logger.info("No --model-dir given: evaluating the model as initialised.")
-            return
+            raise ValueError("No model directory: pass --model-dir with the output directory of a training run.")
         best = self.cfg.TEST.FINAL_MODEL == "best_val"
         path = find_checkpoint(directory, [self.checkpoint_name, *OFFICIAL_NAMES], epoch, best=best)
-        checkpoint = read_checkpoint(path)
+        try:
+            checkpoint = read_checkpoint(path)
+        except CorruptCheckpoint as err:
+            epochs = checkpoint_epochs(os.path.dirname(path))
+            raise CorruptCheckpoint(path, f"{str(err).split(': ', 1)[-1]}. Re-run its training (it resumes from the "
+                                          f"last good state; the base2new runner does this itself), or pass "
+                                          f"--load-epoch with one of the epochs saved there: {epochs}") from err
         logger.info("Loading %s (epoch %s)", path, checkpoint.get("epoch"))
         self.apply_state(normalize_state_dict(checkpoint), checkpoint)
+        self.loaded_checkpoint = file_summary(path, checkpoint)
 
     def apply_state(self, state, checkpoint):
         """Copy checkpoint tensors into the model, with a clear error on any shape mismatch."""
@@ -194,85 +325,40 @@ class PromptTrainer(TrainerX):
                 own[key].copy_(value)
 
     def resume_model_if_exist(self, directory):
+        """Restore the most advanced good state under ``directory`` (every part of it), or start at 0."""
         folder = os.path.join(directory, self.checkpoint_name)
-        pointer = os.path.join(folder, "checkpoint")
-        if not os.path.isfile(pointer):
+        path, checkpoint = latest_resumable(folder)
+        if path is None:
             logger.info("No checkpoint found in %s: training from scratch.", folder)
             return 0
-        with open(pointer) as f:
-            path = os.path.join(folder, f.readline().strip())
-        checkpoint = read_checkpoint(path)
-        if checkpoint.get("format") is None:
+        if checkpoint.get("format") != FORMAT:
             raise ValueError(f"{path} was written by the official code and holds no usable optimizer state: "
                              "it can be evaluated (--eval-only --model-dir) but not resumed.")
+        if "config" not in checkpoint or "rng" not in checkpoint:
+            raise ValueError(f"{path} was written by an older dept without its config and random states, so a "
+                             f"resumed run could not be checked or exact: move {folder} away to train anew.")
+        differences = config_differences(checkpoint["config"], self.cfg)
+        if differences:
+            raise ValueError(
+                f"{path} was trained with other settings than this run ({format_differences(differences)}). "
+                f"Resuming would mix them: use another --output-dir, or move {folder} away to train anew."
+            )
         self.apply_state(normalize_state_dict(checkpoint), checkpoint)
         self.optim.load_state_dict(checkpoint["optimizer"])
         self.sched.load_state_dict(checkpoint["scheduler"])
-        logger.info("Resumed from %s (epoch %d)", path, checkpoint["epoch"])
-        return checkpoint["epoch"]
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.best_result = checkpoint.get("best_result", self.best_result)
+        epoch, batch = progress(checkpoint)
+        if batch:
+            self._resume_batch, self._resume_rng, self._epoch_rng = batch, checkpoint["rng"], checkpoint["epoch_rng"]
+        else:
+            set_rng_state(checkpoint["rng"])
+        self.last_saved = path
+        logger.info("Resumed from %s (epoch %d%s)", path, epoch, f", batch {batch}" if batch else "")
+        return epoch
 
 
-class DePTMixin:
-    """DePT for any ``PromptTrainer``: ``class XDePT(DePTMixin, X): pass``."""
+from dept.mixin import DePTMixin  # noqa: E402  (re-exported: ``from dept.engine import DePTMixin``)
 
-    checkpoint_name = "PromptLearner"  # as the official DePT trainers register their model
-
-    def build_custom_model(self, clip_model, classnames):
-        model = super().build_custom_model(clip_model, classnames)
-        model.dept_head = DePTHead.from_options(model.embed_dim, class_keys(self.dm.dataset), self.opts)
-        self._head_active = True
-        return model
-
-    @property
-    def head(self):
-        return self.model.dept_head
-
-    def head_losses(self, itm, image_features, text_features, labels):
-        return self.head.losses(itm, image_features, text_features, labels, self.model.logit_scale)
-
-    def predict(self, itm, image_features, text_features):
-        if not self._head_active:
-            return itm
-        return self.head.predict(itm, image_features, text_features, self.model.logit_scale)
-
-    def before_test(self):
-        """The head applies iff it was trained on every evaluated class (base: yes; new: no)."""
-        classes = class_keys(self.dm.dataset)
-        rows = self.head.rows_for(classes)
-        self._head_active = rows is not None
-        self.head.rows = None if rows == list(range(len(self.head.classes))) else rows
-        logger.info("Evaluating %d classes with %s", len(classes),
-                    f"ITM + CAT fused ({self.head.fusion})" if self._head_active
-                    else "ITM only (the CAT head was not trained on these classes)")
-        super().before_test()
-
-    def apply_state(self, state, checkpoint):
-        head_state = {k[len("dept_head."):]: v for k, v in state.items() if k.startswith("dept_head.")}
-        rest = {k: v for k, v in state.items() if not k.startswith("dept_head.")}
-        super().apply_state(rest, checkpoint)
-        if not head_state:
-            return
-        classes = checkpoint.get("head_classes") or self._official_head_classes(head_state)
-        if classes != self.head.classes:
-            head = DePTHead.from_options(self.model.embed_dim, classes, self.opts)
-            self.model.dept_head = head.to(self.device)
-        self.head.load_state_dict(head_state)
-        current = class_keys(self.dm.dataset)
-        if self.cfg.DATASET.SUBSAMPLE_CLASSES == "base" and self.head.rows_for(current) is None:
-            raise ValueError(
-                f"The checkpoint's CAT head was trained on {len(classes)} classes that are not this run's "
-                f"{len(current)} base classes (first: {classes[:3]} vs {current[:3]}): it was trained on "
-                "another dataset or split."
-            )
-
-    def _official_head_classes(self, head_state):
-        """Official checkpoints do not record the head's classes: infer them as the official code did."""
-        rows = head_state["linear_probe.weight"].shape[0] if "linear_probe.weight" in head_state else 0
-        current = class_keys(self.dm.dataset)
-        # ImageNet labels are the sorted WNIDs, so a 1000-row head's row i is the i-th sorted WNID.
-        source = sorted(getattr(self.dm.dataset, "source_wnids", None) or [])
-        if rows == len(current) and self.cfg.DATASET.SUBSAMPLE_CLASSES != "new":
-            return current
-        if rows and rows == len(source):  # e.g. ImageNet-A/R evaluated with an ImageNet head
-            return source
-        return [f"<class {i} of the checkpoint>" for i in range(rows)]
+__all__ = ["PromptTrainer", "DePTMixin", "clip_summary"]

@@ -1,11 +1,14 @@
 """The model every CoOp-family method shares: frozen CLIP encoders plus a learned prompt.
 
-A method subclasses ``PromptCLIP`` and overrides what differs (``build_prompt_learner``,
-``encode_text`` when prompts depend on the image, ``extra_losses`` for a regulariser). DePT adds
-its head as the child ``dept_head`` (see ``dept.engine.DePTMixin``); the model itself has no
-notion of base or new classes.
+One call per batch, ``features(images)``, returns everything the losses and the prediction read
+(``Features``: image and text features, ITM logits, method extras); the trainer then computes
+``losses`` or ``predict`` from it. A method subclasses ``PromptCLIP`` and overrides what differs
+(``build_prompt_learner``, ``encode_text`` when prompts depend on the image, ``extra_losses`` for a
+regulariser). DePT adds its head as the child ``dept_head`` (see ``dept.mixin.DePTMixin``); the
+model itself has no notion of base or new classes.
 """
 import contextlib
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,6 +16,21 @@ from torch import nn
 from dept.head import itm_logits
 from dept.prompts import ContextPrompt
 from dept.text_encoder import TextEncoder, encode_prompts
+
+
+@dataclass
+class Features:
+    """One forward pass: what the losses and the prediction of any method read.
+
+    ``image``: B×D image features and ``text``: C×D (or B×C×D for image-conditioned prompts) text
+    features, both as the encoders give them (not normalised); ``logits``: B×C ITM logits;
+    ``extras``: whatever a method's regularisers need beyond these.
+    """
+
+    image: torch.Tensor
+    text: torch.Tensor
+    logits: torch.Tensor
+    extras: dict = field(default_factory=dict)
 
 
 class PromptCLIP(nn.Module):
@@ -63,7 +81,7 @@ class PromptCLIP(nn.Module):
     def itm_logits(self, image_features, text_features):
         return itm_logits(image_features, text_features, self.logit_scale)
 
-    def extra_losses(self, image_features, text_features):
+    def extra_losses(self, features, labels):
         """Method-specific regularisers as named losses (none for CoOp)."""
         return {}
 
@@ -80,7 +98,12 @@ class PromptCLIP(nn.Module):
         finally:
             self._text_cache = None
 
+    def features(self, images):
+        """The one forward pass per batch (``Features``)."""
+        image = self.encode_image(images)
+        text = self.encode_text(image)
+        return Features(image, text, self.itm_logits(image, text))
+
     def forward(self, images):
-        """ITM logits: the plain method's prediction."""
-        image_features = self.encode_image(images)
-        return self.itm_logits(image_features, self.encode_text(image_features))
+        """ITM logits: the plain method's prediction (the CoOp family's convention)."""
+        return self.features(images).logits

@@ -4,6 +4,11 @@ Flags are those of the official DePT/CoOp ``train.py``; config merge order is th
 (Dassl defaults + ``add_dept_config``, dataset yaml, method yaml, flags, trailing opts).
 Differences: ``--seed 0`` is a seed, ``--load-epoch`` may be omitted (last epoch), and the log
 goes to the console as well as to ``<output-dir>/log.txt``.
+
+A run with an output directory holds a lock on it (``.dept.lock``: two processes never write one
+run), records what it ran with and what it gave (``dept_run.json``, see ``dept.run_record``), and
+refuses to resume from a checkpoint trained with other settings. Ctrl-C or SIGTERM saves the
+state and ends with one line; the same command resumes it. Errors are printed once.
 """
 import argparse
 import difflib
@@ -11,7 +16,18 @@ import logging
 import os
 import sys
 
+from dept import interrupts
+from dept.files import Busy, FileLock, holds_lock
 from dept.logs import run_log, setup_logging
+from dept.run_record import (
+    config_differences,
+    format_differences,
+    lock_path,
+    new_record,
+    now,
+    read_record,
+    write_record,
+)
 
 logger = logging.getLogger("dept")
 
@@ -34,14 +50,41 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory (eval-only)")
     p.add_argument("--load-epoch", type=int, default=None, help="epoch to load; default: the last one")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--untrained", action="store_true",
+                   help="with --eval-only and no --model-dir: evaluate the model as initialised, on purpose "
+                        "(noted in the run record and results table)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config options KEY VALUE ...")
     return p
+
+
+def _mentioned(args):
+    """{dotted key: value} the user wrote in the yaml files and the trailing options."""
+    import yaml
+    from yacs.config import CfgNode
+
+    found = {}
+
+    def walk(node, prefix):
+        for key, value in (node or {}).items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                found[f"{prefix}{key}"] = value
+
+    for path in (args.dataset_config_file, args.config_file):
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                walk(yaml.safe_load(f), "")
+    opts = args.opts or []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        found[key] = CfgNode._decode_cfg_value(value)
+    return found
 
 
 def setup_cfg(args):
     from dassl.config import get_cfg_default
 
-    from dept.config import add_dept_config
+    from dept.config import add_dept_config, sync_aliases
 
     cfg = add_dept_config(get_cfg_default())
     for path in (args.dataset_config_file, args.config_file):
@@ -60,11 +103,27 @@ def setup_cfg(args):
         opts += ["SEED", args.seed]
     cfg.merge_from_list(opts)
     cfg.merge_from_list(args.opts or [])
+    sync_aliases(cfg, _mentioned(args))
     cfg.freeze()
     return cfg
 
 
-def check_cfg(cfg):
+def check_args(args):
+    """The command-line mistakes that would otherwise give a number for a model that was never trained."""
+    if args.eval_only and not args.model_dir and not args.untrained:
+        raise ValueError(
+            "--eval-only needs --model-dir: the output directory of a training run"
+            + (" (it was given but empty: an unset shell variable?)" if args.model_dir == "" and "--model-dir" in
+               (sys.argv if args._argv is None else args._argv) else "")
+            + ". To evaluate the model as initialised on purpose, pass --untrained."
+        )
+    if args.untrained and args.model_dir:
+        raise ValueError("--untrained and --model-dir contradict each other: pass one of them.")
+    if args.untrained and not args.eval_only:
+        raise ValueError("--untrained goes with --eval-only.")
+
+
+def check_cfg(cfg, eval_only=False):
     """Fail early, with what to do, on the mistakes that otherwise fail deep inside Dassl."""
     from dassl.engine import TRAINER_REGISTRY
 
@@ -83,45 +142,189 @@ def check_cfg(cfg):
             f"Dataset root '{cfg.DATASET.ROOT}' does not exist. Pass --root with the folder that holds "
             "the datasets (see DATASETS.md)."
         )
+    if not eval_only and cfg.OPTIM.MAX_EPOCH < 1:
+        raise ValueError(f"OPTIM.MAX_EPOCH is {cfg.OPTIM.MAX_EPOCH}: training needs at least 1 epoch "
+                         "(to evaluate without training, use --eval-only).")
+
+
+def _lock(output_dir):
+    """Hold ``<output_dir>/.dept.lock`` for the run; a runner may pass its own down (DEPT_LOCK_FD)."""
+    path = lock_path(output_dir)
+    inherited = os.environ.get("DEPT_LOCK_FD")
+    if inherited and inherited.isdigit() and holds_lock(int(inherited), path):
+        return None
+    try:
+        return FileLock(path).acquire(blocking=False)
+    except Busy as err:
+        raise Busy(f"{output_dir} is locked: another process is running there ({err}). "
+                   "Wait for it, or use another --output-dir.") from None
+
+
+def _has_checkpoints(output_dir):
+    from dept.checkpoint import INTERRUPTED, checkpoint_epochs
+
+    for entry in os.scandir(output_dir):
+        if entry.is_dir() and (checkpoint_epochs(entry.path) or os.path.isfile(os.path.join(entry.path, INTERRUPTED))):
+            return True
+    return False
+
+
+def _check_previous(cfg, mode):
+    """A training run may not continue in a folder that holds another config's checkpoints."""
+    from dept.run_record import CorruptRecord
+
+    try:
+        previous = read_record(cfg.OUTPUT_DIR)
+    except CorruptRecord as err:
+        logger.warning("%s; it is replaced.", err)
+        return
+    if previous is None or mode != "train":
+        return
+    differences = config_differences(previous["config"], cfg)
+    if differences and _has_checkpoints(cfg.OUTPUT_DIR):
+        raise ValueError(
+            f"{cfg.OUTPUT_DIR} holds a run with other settings ({format_differences(differences)}); continuing "
+            "there would mix them. Use another --output-dir, or move that folder away to train anew."
+        )
+
+
+def _session_accuracy(log_path, offset, mode):
+    """The accuracy this session's log printed (any trainer): after "Finish training" when training."""
+    from dept.results import ACCURACY
+
+    with open(log_path, errors="replace") as f:
+        f.seek(offset)
+        text = f.read()
+    start = text.rfind("Finish training" if mode == "train" else "=> result")
+    found = ACCURACY.findall(text[start:]) if start >= 0 else []
+    return float(found[-1]) if found else None
 
 
 def main(argv=None):
+    """Run one training or evaluation; raises on errors (``cli`` turns them into one line and an exit code)."""
     args = build_parser().parse_args(argv)
+    args._argv = None if argv is None else list(argv)
     import dept  # noqa: F401  (registers trainers and datasets)
 
+    check_args(args)
     cfg = setup_cfg(args)
     setup_logging()
-    with run_log(cfg.OUTPUT_DIR):
-        return _run(args, cfg)
+    check_cfg(cfg, eval_only=args.eval_only)
+    mode = "eval" if args.eval_only else "train"
+    ran = {}
+    if not cfg.OUTPUT_DIR:
+        with interrupts.handle_interrupts():
+            return _run(args, cfg, {"notes": []}, ran)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    lock = _lock(cfg.OUTPUT_DIR)
+    try:
+        _check_previous(cfg, mode)
+        record = new_record(cfg, mode, sys.argv[1:] if argv is None else argv)
+        write_record(cfg.OUTPUT_DIR, record)
+        with interrupts.handle_interrupts(), run_log(cfg.OUTPUT_DIR) as log_path:
+            offset = os.path.getsize(log_path)
+            try:
+                trainer = _run(args, cfg, record, ran)
+            except interrupts.RunInterrupted as err:
+                err.saved = err.saved or getattr(ran.get("trainer"), "last_saved", None)
+                record.update(status="interrupted", saved=err.saved, ended=now())
+                write_record(cfg.OUTPUT_DIR, record)
+                raise
+            except BaseException as err:
+                record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=now())
+                write_record(cfg.OUTPUT_DIR, record)
+                _log_failure(log_path, err)
+                raise
+            if record["result"] is None:
+                accuracy = _session_accuracy(log_path, offset, mode)
+                record["result"] = None if accuracy is None else {"split": cfg.TEST.SPLIT, "accuracy": accuracy}
+            record.update(status="finished", ended=now())
+            write_record(cfg.OUTPUT_DIR, record)
+        return trainer
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _run(args, cfg):
+def _log_failure(log_path, err):
+    """The failure into log.txt only: the console gets it once, from ``cli``."""
+    import traceback
+
+    sys.stdout.flush()
+    with open(log_path, "a") as f:
+        if _is_clear(err):
+            f.write(f"Run failed: {err}\n")
+        else:
+            f.write("Run failed:\n" + "".join(traceback.format_exception(err)))
+
+
+def _is_clear(err):
+    """Errors whose message says what is wrong and what to do: shown without a traceback."""
+    from dept.datasets.errors import DatasetError
+
+    return isinstance(err, (ValueError, FileNotFoundError, TypeError, Busy, DatasetError, PermissionError))
+
+
+def _run(args, cfg, record, ran):
     import torch
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed
 
-    check_cfg(cfg)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
+    if cfg.TRAIN.DETERMINISTIC:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    logger.info("Arguments: %s", vars(args))
+    logger.info("Arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_")})
     logger.info("Config:\n%s", cfg)
     logger.info("System info:\n%s", collect_env_info())
 
-    try:
-        trainer = build_trainer(cfg)
-        if args.eval_only:
+    trainer = ran["trainer"] = build_trainer(cfg)
+    record["clip"] = getattr(trainer, "clip_info", None)
+    if args.eval_only:
+        if args.untrained:
+            note = "UNTRAINED: evaluated as initialised (--untrained), no checkpoint loaded"
+            logger.warning(note)
+            record["notes"].append(note)
+        else:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-        elif not args.no_train:
-            trainer.train()
-    except Exception:
-        logger.exception("Run failed (output so far is kept in %s)", cfg.OUTPUT_DIR or "the console")
-        raise
+            record["checkpoint"] = getattr(trainer, "loaded_checkpoint", None)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+        record["checkpoint"] = getattr(trainer, "final_checkpoint", None)
+    result = getattr(trainer, "test_result", None)
+    record["result"] = dict(result) if result else None
+    record["head"] = getattr(trainer, "head_mode", None)
+    dataset = getattr(getattr(trainer, "dm", None), "dataset", None)
+    record["notes"] += list(getattr(trainer, "notes", None) or getattr(dataset, "notes", None) or [])
     return trainer
 
 
+def cli(argv=None):
+    """``python train.py`` / ``python -m dept train``: exit 0, 1 with one message, or 128+signal."""
+    try:
+        main(argv)
+    except interrupts.RunInterrupted as err:
+        print(err.line(), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted before the run started; nothing was saved.", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001  (one message, one exit code, whatever went wrong)
+        if _is_clear(err):
+            print(f"error: {err}", file=sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exception(err)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

@@ -101,12 +101,16 @@ def test_official_trainer_name_runs(trained, dtd, tiny_clip_file, tmp_path, rest
     assert accuracy_lines(tmp_path / "eval_alias") == accuracy_lines(out)
 
 
-def test_resume_continues_from_the_saved_epoch(dtd, tiny_clip_file, tmp_path, restore_stdout):
+def test_resume_continues_from_the_saved_epoch_and_refuses_other_settings(dtd, tiny_clip_file, tmp_path,
+                                                                           restore_stdout):
     out = tmp_path / "resume"
-    run(dtd, out, "CoOpDePT", tiny_clip_file, "TRAIN.CHECKPOINT_FREQ", "1", epochs=1)
+    run(dtd, out, "CoOpDePT", tiny_clip_file, epochs=2)
+    # a finished run resumed with its own settings: nothing left to train, evaluated again
     trainer = run(dtd, out, "CoOpDePT", tiny_clip_file, epochs=2)
-    assert trainer.start_epoch == 1
-    assert os.path.isfile(os.path.join(out, "PromptLearner", "model.pth.tar-2"))
+    assert trainer.start_epoch == 2
+    # the same folder with another schedule would mix two configs: refused, naming the key
+    with pytest.raises(ValueError, match="OPTIM.MAX_EPOCH: 2 there, 3 now"):
+        run(dtd, out, "CoOpDePT", tiny_clip_file, epochs=3)
 
 
 def test_coop_baseline_trains_and_checkpoints_only_the_context(dtd, tiny_clip_file, tmp_path, restore_stdout):

@@ -60,6 +60,9 @@ def test_one_step_moves_only_the_intended_parameters(trainer, data_and_clip, tmp
 @pytest.mark.parametrize("trainer", METHODS)
 def test_checkpoint_round_trip_restores_predictions(trainer, data_and_clip, tmp_path):
     t = build(trainer, data_and_clip, tmp_path / "a")
+    t.set_model_mode("train")
+    t.num_batches, t.batch_idx = 2, 0
+    t.forward_backward(next(iter(t.train_loader_x)))  # one step trains every part, the head included
     with torch.no_grad():
         for p in t.model.parameters():
             if p.requires_grad:
