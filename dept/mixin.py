@@ -89,7 +89,10 @@ class DePTMixin:
         """Before an evaluation: the head applies iff it was trained on every evaluated class (base:
         yes; new classes or another dataset: no). An untrained head is never fused in."""
         classes = class_keys(self.dm.dataset)
-        rows = self.head.rows_for(classes)
+        # A head never trained nor loaded has learned no class: on new classes DePT uses ITM alone
+        # anyway, elsewhere fusing it in would report a random head's number as DePT's.
+        untrained_new = not self._head_trained and self.cfg.DATASET.SUBSAMPLE_CLASSES == "new"
+        rows = None if untrained_new else self.head.rows_for(classes)
         self._head_active = rows is not None
         self.head.rows = None if rows == list(range(len(self.head.classes))) else rows
         if self._head_active and not self._head_trained:

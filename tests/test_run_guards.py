@@ -1,0 +1,171 @@
+"""No silent wrong answers from one run: untrained models, out-of-range values, locks, records, errors once."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, make_dtd
+
+pytestmark = pytest.mark.dassl
+DTD_YAML = os.path.join(REPO, "configs", "datasets", "dtd.yaml")
+
+
+def argv(root, out, trainer, clip_file, *extra, subsample="base", epochs=1):
+    folder = "CoOp" if trainer == "CoOp" else "CoOpDePT"
+    return ["--root", str(root), "--seed", "1", "--trainer", trainer, "--dataset-config-file", DTD_YAML,
+            "--config-file", os.path.join(REPO, "configs", "trainers", folder, "demo_tiny.yaml"),
+            "--output-dir", str(out), *extra, "MODEL.BACKBONE.PATH", clip_file, "DATASET.NUM_SHOTS", "2",
+            "DATASET.SUBSAMPLE_CLASSES", subsample, "OPTIM.MAX_EPOCH", str(epochs),
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
+
+
+def run(*args, **kwargs):
+    from dept.train import main
+
+    return main(argv(*args, **kwargs))
+
+
+def cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "dept.train", *argv(*args, **kwargs)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def dtd(tmp_path_factory):
+    return make_dtd(str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def coop_run(dtd, tiny_clip_file, tmp_path_factory):
+    import sys as _sys
+
+    saved = _sys.stdout
+    out = tmp_path_factory.mktemp("coop") / "train"
+    run(dtd, out, "CoOp", tiny_clip_file)
+    _sys.stdout = saved
+    return out
+
+
+def test_a_checkpoint_without_dept_head_is_not_fused_with_a_random_head(dtd, tiny_clip_file, coop_run, tmp_path,
+                                                                          restore_stdout):
+    with pytest.raises(ValueError, match="untrained CAT head"):
+        run(dtd, tmp_path / "e", "ExtrasLinearProbeCoOp", tiny_clip_file, "--eval-only", "--model-dir",
+            str(coop_run))
+    # on new classes the head is not used: a CoOp checkpoint evaluated by CoOpDePT is plain CoOp
+    evaluated = run(dtd, tmp_path / "n", "CoOpDePT", tiny_clip_file, "--eval-only", "--model-dir", str(coop_run),
+                    subsample="new")
+    assert evaluated.head_mode == "itm"
+
+
+def test_eval_only_without_a_model_is_an_error_unless_asked_for(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    with pytest.raises(ValueError, match="--eval-only needs --model-dir.*unset shell variable"):
+        run(dtd, tmp_path / "e", "CoOp", tiny_clip_file, "--eval-only", "--model-dir", "")
+    with pytest.raises(ValueError, match="--eval-only needs --model-dir"):
+        run(dtd, tmp_path / "e", "CoOp", tiny_clip_file, "--eval-only")
+    run(dtd, tmp_path / "u", "CoOp", tiny_clip_file, "--eval-only", "--untrained")
+    record = json.loads((tmp_path / "u" / "dept_run.json").read_text())
+    assert record["status"] == "finished" and record["checkpoint"] is None
+    assert any("UNTRAINED" in note for note in record["notes"])
+    with pytest.raises(ValueError, match="untrained CAT head"):  # a random head is never fused, even on purpose
+        run(dtd, tmp_path / "d", "CoOpDePT", tiny_clip_file, "--eval-only", "--untrained")
+
+
+def test_zero_epochs_is_an_error(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    with pytest.raises(ValueError, match="OPTIM.MAX_EPOCH is 0"):
+        run(dtd, tmp_path / "e", "CoOp", tiny_clip_file, epochs=0)
+
+
+@pytest.mark.parametrize("weight", ["1.5", "-0.1"])
+def test_lambda_outside_0_1_is_an_error(dtd, tiny_clip_file, tmp_path, weight, restore_stdout):
+    with pytest.raises(ValueError, match=r"DEPT.WEIGHT .* must be in \[0, 1\]"):
+        run(dtd, tmp_path / "e", "CoOpDePT", tiny_clip_file, "DEPT.WEIGHT", weight)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        run(dtd, tmp_path / "e", "CoOpDePT", tiny_clip_file, "TRAINER.LINEAR_PROBE.WEIGHT", weight)
+
+
+def test_both_spellings_written_with_different_values_is_an_error(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    with pytest.raises(ValueError, match="DEPT.WEIGHT=0.7 and its official alias TRAINER.LINEAR_PROBE.WEIGHT=0.5"):
+        run(dtd, tmp_path / "e", "CoOpDePT", tiny_clip_file, "DEPT.WEIGHT", "0.7", "TRAINER.LINEAR_PROBE.WEIGHT",
+            "0.5")
+
+
+def test_an_official_key_alone_is_used_said_and_recorded(dtd, tiny_clip_file, tmp_path, restore_stdout, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="dept"):
+        trainer = run(dtd, tmp_path / "a", "CoOpDePT", tiny_clip_file, "TRAINER.LINEAR_PROBE.WEIGHT", "0.5")
+    assert trainer.head.weight == 0.5
+    assert "DEPT.WEIGHT = 0.5, from the official key TRAINER.LINEAR_PROBE.WEIGHT" in caplog.text
+    record = json.loads((tmp_path / "a" / "dept_run.json").read_text())
+    assert "WEIGHT: 0.5" in record["config"].split("DEPT:")[1].split("\n\n")[0]
+
+
+def test_input_size_must_match_the_clip_in_both_dimensions(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    with pytest.raises(ValueError, match=r"INPUT.SIZE is \(32, 64\).*set INPUT.SIZE \(32, 32\)"):
+        run(dtd, tmp_path / "e", "CoOp", tiny_clip_file, "INPUT.SIZE", "(32, 64)")
+
+
+def test_the_run_record_says_what_ran_and_what_it_gave(dtd, tiny_clip_file, coop_run, tmp_path, restore_stdout):
+    record = json.loads((coop_run / "dept_run.json").read_text())
+    assert record["status"] == "finished" and record["mode"] == "train" and record["trainer"] == "CoOp"
+    assert "MAX_EPOCH: 1" in record["config"]
+    with open(coop_run / "log.txt") as f:
+        printed = [line for line in f if "* accuracy:" in line][-1]
+    assert f"{record['result']['accuracy']:.1f}%" in printed
+    final = record["checkpoint"]
+    assert final["path"] == str(coop_run / "prompt_learner" / "model.pth.tar-1") and final["epoch"] == 1
+    assert record["clip"]["arch"]["embed_dim"] == 32 and record["clip"]["name"] == "tiny-random"
+    evaluated = tmp_path / "eval"
+    run(dtd, evaluated, "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(coop_run), subsample="new")
+    eval_record = json.loads((evaluated / "dept_run.json").read_text())
+    assert eval_record["mode"] == "eval" and eval_record["checkpoint"]["sha256"] == final["sha256"]
+
+
+def test_evaluation_loads_the_file_the_pointer_names(dtd, tiny_clip_file, coop_run, tmp_path, restore_stdout):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(coop_run, copy)
+    folder = copy / "prompt_learner"
+    (folder / "model.pth.tar-7").write_bytes(b"a partial file from a full disk")
+    trainer = run(dtd, tmp_path / "e", "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(copy))
+    assert trainer.loaded_checkpoint["path"] == str(folder / "model.pth.tar-1")
+    (folder / "checkpoint").write_text("model.pth.tar-7\n")
+    with pytest.raises(ValueError, match=f"Checkpoint {folder / 'model.pth.tar-7'} cannot be read.*--load-epoch"):
+        run(dtd, tmp_path / "e2", "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(copy))
+
+
+def test_a_second_process_on_the_same_output_dir_is_refused(dtd, tiny_clip_file, tmp_path):
+    from dept.files import FileLock
+    from dept.run_record import lock_path
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with FileLock(lock_path(str(out))):
+        proc = cli(dtd, out, "CoOp", tiny_clip_file)
+    assert proc.returncode == 1
+    assert "is locked: another process is running there" in proc.stderr
+
+
+def test_errors_are_printed_once_and_kept_in_the_log(dtd, tiny_clip_file, tmp_path):
+    out = tmp_path / "bad"
+    proc = cli(dtd, out, "CoOpDePT", tiny_clip_file, "DEPT.WEIGHT", "1.5")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("must be in [0, 1]") == 1 and "must be in [0, 1]" not in proc.stdout
+    # a dataset error raised inside the run: once on the console, once in log.txt
+    (tmp_path / "broken" / "dtd").mkdir(parents=True)
+    proc = cli(tmp_path / "broken", out, "CoOp", tiny_clip_file)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    console = proc.stdout + proc.stderr
+    assert console.count("split file not found") == 1, console[-2000:]
+    assert (out / "log.txt").read_text().count("split file not found") == 1
+    assert json.loads((out / "dept_run.json").read_text())["status"] == "failed"
+
+
+def test_eval_only_log_does_not_claim_training(dtd, tiny_clip_file, coop_run, tmp_path, restore_stdout):
+    out = tmp_path / "e"
+    run(dtd, out, "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(coop_run))
+    assert "Training " not in (out / "log.txt").read_text()
+    assert torch.load(coop_run / "prompt_learner" / "model.pth.tar-1", weights_only=True)["format"] == "dept/1"
