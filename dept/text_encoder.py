@@ -119,25 +119,34 @@ class TextEncoder(nn.Module):
         self.text_projection = clip_model.text_projection
         self.dtype = clip_model.dtype
 
-    def forward(self, prompts, tokenized_prompts, truncate=True):
+    def forward(self, prompts, tokenized_prompts, truncate=True, deep=()):
+        """``deep``: per-layer M×W prompts replacing positions 1..M at the input of layers 1..len(deep)."""
         eot = tokenized_prompts.argmax(dim=-1)  # EOT has the largest token id
         length = int(eot.max()) + 1 if truncate else prompts.shape[1]
         x = prompts[:, :length] + self.positional_embedding[:length].type(self.dtype)
         x = x.permute(1, 0, 2)  # NLD -> LND
         mask = causal_mask(length, x.dtype, x.device)
-        for block in self.transformer.resblocks:
+        for i, block in enumerate(self.transformer.resblocks):
+            if 1 <= i <= len(deep):
+                layer = deep[i - 1].to(x.dtype)
+                x = torch.cat([x[:1], layer.unsqueeze(1).expand(-1, x.shape[1], -1), x[1 + len(layer):]])
             x = run_block(block, x, mask)
         x = x.permute(1, 0, 2)
         x = self.ln_final(x).type(self.dtype)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
 
     # -- shared prefix -----------------------------------------------------------------------
-    def encode_shared(self, parts: SharedPrefix, prefix_hook=None, bucket=True):
+    def encode_shared(self, parts: SharedPrefix, prefix_hook=None, bucket=True, deep=()):
         """Text features of prompts whose first P positions every class shares (exact).
 
         ``parts.prefix`` P×W gives C×D features; G×P×W (one prefix per image) gives G×C×D.
-        ``prefix_hook`` and ``bucket``: see ``encode_prefix`` and ``encode_suffix``.
+        ``deep``: per-layer prompts, as in ``forward`` (they replace prefix positions, so the
+        prefix stays shared). ``prefix_hook`` and ``bucket``: see ``encode_prefix`` and ``encode_suffix``.
         """
+        if deep:
+            if prefix_hook is not None:
+                raise ValueError("pass deep prompts or a prefix_hook, not both")
+            prefix_hook = deep_prompt_hook(deep)
         state = self.encode_prefix(parts.prefix, prefix_hook)
         return self.encode_suffix(state, parts.suffix, parts.lengths, bucket=bucket)
 
@@ -204,7 +213,18 @@ class TextEncoder(nn.Module):
         return features if state.grouped else features.squeeze(0)
 
 
-def encode_prompts(text_encoder, prompt_learner, mode="auto"):
+def deep_prompt_hook(deep):
+    """The ``prefix_hook`` that puts ``deep[i-1]`` (M×W) at positions 1..M before layer i."""
+    def hook(i, x):
+        if 1 <= i <= len(deep):
+            layer = deep[i - 1].to(x.dtype)
+            return torch.cat([x[:, :1], layer.expand(len(x), -1, -1), x[:, 1 + len(layer):]], dim=1)
+        return x
+
+    return hook
+
+
+def encode_prompts(text_encoder, prompt_learner, mode="auto", deep=()):
     """Text features of a prompt learner's prompts, by the path ``mode`` names (all exact).
 
     "auto": the shared prefix where ``prompt_learner.shared_prefix()`` has one (generic context,
@@ -216,11 +236,11 @@ def encode_prompts(text_encoder, prompt_learner, mode="auto"):
         raise ValueError(f"DEPT.TEXT_ENCODING must be one of {TEXT_ENCODINGS}; got '{mode}'")
     parts = prompt_learner.shared_prefix() if mode in ("auto", "shared_prefix") else None
     if parts is not None:
-        return text_encoder.encode_shared(parts)
+        return text_encoder.encode_shared(parts, deep=deep)
     if mode == "shared_prefix":
         raise ValueError("DEPT.TEXT_ENCODING is shared_prefix but these prompts share no prefix across "
                          "classes (class-specific context, or the class name is not at the end): use auto.")
-    return text_encoder(prompt_learner(), prompt_learner.tokenized_prompts, truncate=mode != "full")
+    return text_encoder(prompt_learner(), prompt_learner.tokenized_prompts, truncate=mode != "full", deep=deep)
 
 
 TEXT_ENCODINGS = ("auto", "shared_prefix", "truncated", "full")

@@ -1,0 +1,52 @@
+"""CLIP's image tower with visual prompts, driving the stock ``clip.model.VisionTransformer``.
+
+Deep visual prompting (VPT, IVLP, MaPLe, PromptSRC) adds K learned tokens to the sequence of a
+ViT: the first-layer tokens are appended after the class and patch tokens (after the positional
+embedding, before ``ln_pre``), and at the input of each deeper layer i = 1..J-1 the last K tokens,
+which are what layer i-1 made of the previous prompts, are replaced by that layer's own prompts.
+The class token's output after ``ln_post`` and the projection is the image feature, as in CLIP.
+
+Nothing of CLIP is copied: ``encode_image`` runs the tower's own modules (``conv1``,
+``class_embedding``, ``positional_embedding``, ``ln_pre``, each ``resblocks`` block, ``ln_post``,
+``proj``). Without prompts it is exactly ``visual(images)``.
+"""
+import torch
+
+
+def supports_prompts(visual):
+    """Visual prompts need a ViT tower (the ResNet towers have no token sequence)."""
+    return all(hasattr(visual, name) for name in ("conv1", "class_embedding", "transformer", "ln_pre"))
+
+
+def encode_image(visual, images, prompts=None, deep=()):
+    """Image features B×D of ``images`` through ``visual``, with optional visual prompts.
+
+    ``prompts``: K×W first-layer tokens (or B×K×W, one set per image), appended after the patches.
+    ``deep``: per-layer K×W tokens for layers 1..len(deep), each replacing the last K tokens at the
+    input of its layer (layers beyond keep what the previous layer made of them).
+    """
+    if prompts is None:
+        if deep:
+            raise ValueError("deep visual prompts need first-layer visual prompts (the tokens they replace)")
+        return visual(images)
+    if not supports_prompts(visual):
+        raise ValueError(f"visual prompts need a ViT image encoder; {type(visual).__name__} has no token sequence")
+    dtype = visual.conv1.weight.dtype
+    x = visual.conv1(images.type(dtype))
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # B×N×W
+    cls = visual.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    batch = x.shape[0]
+    prompts = prompts.to(x.dtype)
+    prompts = prompts.expand(batch, -1, -1) if prompts.dim() == 2 else prompts
+    k = prompts.shape[1]
+    x = visual.ln_pre(torch.cat([x, prompts], dim=1))
+    x = x.permute(1, 0, 2)  # NLD -> LND
+    for i, block in enumerate(visual.transformer.resblocks):
+        if 1 <= i <= len(deep):
+            layer = deep[i - 1].to(x.dtype)
+            layer = layer.unsqueeze(1).expand(-1, batch, -1) if layer.dim() == 2 else layer.permute(1, 0, 2)
+            x = torch.cat([x[:-k], layer], dim=0)
+        x = block(x)
+    x = visual.ln_post(x.permute(1, 0, 2)[:, 0, :])
+    return x @ visual.proj if visual.proj is not None else x
