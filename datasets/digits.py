@@ -6,14 +6,18 @@ handwritten digits of ``sklearn.datasets.load_digits`` as 32x32 RGB PNGs plus a 
 and the ``Digits`` dataset reads them through the shared base like any benchmark dataset.
 Classes are "zero".."nine" with labels 0..9, so base = zero..four and new = five..nine.
 """
+import contextlib
 import logging
 import os
 import random
+import tempfile
 
 from dassl.data.datasets import DATASET_REGISTRY
 
+from dept.files import Busy, FileLock
 from dept.registry import register
 
+from .atomic import share_mode
 from .base import CoOpDataset
 from .report import Piece
 from .splits import SPLITS, read_split_entries, write_split_entries
@@ -26,6 +30,7 @@ SPLIT_FILE = "split_zhou_Digits.json"
 FRACTIONS = (0.5, 0.2)  # train, val per class; the rest is test (CoOp's DTD-style 50/20/30)
 SPLIT_SEED = 0  # a private RNG, so preparing the data never touches the global random stream
 IMAGE_SIZE = 32
+LOCK_FILE = ".prepare.lock"
 _PREPARE = "python -m dept data prepare-demo --root $DATA (no download; from scikit-learn)"
 
 
@@ -50,6 +55,7 @@ def _relpath(index, label):
 
 
 def _is_prepared(dataset_dir):
+    """True when the split file (written last) is there and every image it lists is non-empty."""
     split_path = os.path.join(dataset_dir, SPLIT_FILE)
     if not os.path.isfile(split_path):
         return False
@@ -58,7 +64,50 @@ def _is_prepared(dataset_dir):
     except ValueError:
         return False
     image_dir = os.path.join(dataset_dir, "images")
-    return all(os.path.isfile(os.path.join(image_dir, e[0])) for key in SPLITS for e in entries[key])
+
+    def whole(relpath):
+        try:
+            return os.path.getsize(os.path.join(image_dir, relpath)) > 0
+        except OSError:
+            return False
+
+    return all(whole(e[0]) for key in SPLITS for e in entries[key])
+
+
+def _remove_leftovers(dataset_dir):
+    """Delete the temporary files a killed writer left (named ``.<name>.<random>.tmp``, as
+    ``dept.files.atomic_open`` names them) in ``images/`` and beside the split file. Called under
+    the lock, when no other prepare is writing; ``split_fewshot/`` (runs' caches) is not touched."""
+    folders = [dataset_dir] + [folder for folder, _, _ in os.walk(os.path.join(dataset_dir, "images"))]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, name))
+
+
+def _save_png(img, path):
+    """Save ``img`` under a unique temporary name beside ``path`` (``atomic_open``'s pattern, so
+    ``_remove_leftovers`` finds it), then rename it into place.
+
+    Unlike ``dept.files.atomic_open`` there is no fsync per image: 1,797 of them would cost seconds
+    on a slow disk. Concurrent readers and killed writers are safe without it (rename is atomic);
+    only a power cut can leave an empty image behind, which ``_is_prepared`` treats as unprepared
+    and the dataset's image check reports. The split file, the completion marker, is fsynced.
+    """
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        share_mode(fd)
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def prepare_digits(root):
@@ -66,6 +115,12 @@ def prepare_digits(root):
 
     Idempotent: returns at once if both are already complete. Returns the absolute data root,
     the value for ``DATASET.ROOT``.
+
+    Safe to run concurrently (two runs, or two ``prepare-demo`` commands, on a fresh root): the
+    writer holds a ``FileLock`` on ``digits/.prepare.lock`` (released by the kernel if it dies);
+    a second process waits for it and then finds the data prepared. Every file is written to a
+    unique temporary name and renamed into place, so a reader never sees half an image, and the
+    split file comes last: it marks the dataset complete.
     """
     import numpy as np
     from PIL import Image
@@ -75,21 +130,31 @@ def prepare_digits(root):
     dataset_dir = os.path.join(root, FOLDER)
     if _is_prepared(dataset_dir):
         return root
-    digits = load_digits()
-    labels = [int(y) for y in digits.target]
-    # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
-    pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
-    image_dir = os.path.join(dataset_dir, "images")
-    for name in CLASSNAMES:
-        os.makedirs(os.path.join(image_dir, name), exist_ok=True)
-    for index, (image, label) in enumerate(zip(pixels, labels)):
-        img = Image.fromarray(image, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
-        img.convert("RGB").save(os.path.join(image_dir, _relpath(index, label)))
-    split = {
-        key: [[_relpath(i, labels[i]), labels[i], CLASSNAMES[labels[i]]] for i in idxs]
-        for key, idxs in _split_indices(labels).items()
-    }
-    write_split_entries(split, os.path.join(dataset_dir, SPLIT_FILE))  # last: marks completion
+    lock = FileLock(os.path.join(dataset_dir, LOCK_FILE))
+    try:
+        lock.acquire(blocking=False)
+    except Busy as err:
+        logger.info("Waiting for another process writing the Digits demo dataset (%s)", err)
+        lock.acquire()
+    try:
+        if _is_prepared(dataset_dir):  # the process we waited for finished it
+            return root
+        _remove_leftovers(dataset_dir)
+        digits = load_digits()
+        labels = [int(y) for y in digits.target]
+        # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
+        pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+        image_dir = os.path.join(dataset_dir, "images")
+        for index, (image, label) in enumerate(zip(pixels, labels)):
+            img = Image.fromarray(image, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
+            _save_png(img.convert("RGB"), os.path.join(image_dir, _relpath(index, label)))
+        split = {
+            key: [[_relpath(i, labels[i]), labels[i], CLASSNAMES[labels[i]]] for i in idxs]
+            for key, idxs in _split_indices(labels).items()
+        }
+        write_split_entries(split, os.path.join(dataset_dir, SPLIT_FILE))  # last: marks completion
+    finally:
+        lock.release()
     logger.info("Wrote the Digits demo dataset (%d images) to %s", len(labels), dataset_dir)
     return root
 

@@ -1,8 +1,9 @@
 """Errors raised while reading a dataset, each naming the dataset, the exact path and the fix.
 
 Every error derives from ``DatasetError`` and from the builtin a caller would expect
-(``FileNotFoundError`` for absent files, ``RuntimeError`` for unreadable ones), so existing
-``except FileNotFoundError`` handlers keep working. Messages end with a pointer to
+(``FileNotFoundError`` for absent files, ``ValueError`` for bad content or settings,
+``RuntimeError`` for unreadable images), so existing ``except FileNotFoundError`` /
+``except ValueError`` handlers keep working. Messages end with a pointer to
 ``python -m dept data check``, which reports every missing piece at once.
 """
 
@@ -19,6 +20,14 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 class MissingImagesError(DatasetNotFoundError):
     """Images referenced by a split file (or a cache) are absent from the disk."""
+
+
+class DatasetConfigError(DatasetError, ValueError):
+    """A config value the dataset cannot honour (``DATASET.NUM_SHOTS``, ``DATASET.CHECK_IMAGES``, ...)."""
+
+
+class SplitFileError(DatasetError, ValueError):
+    """A split file (or list) whose content is malformed or contradicts itself; names the file and entry."""
 
 
 class UnreadableImageError(DatasetError, RuntimeError):

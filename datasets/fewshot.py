@@ -7,7 +7,9 @@ class, val min(K, 4), in that order. The result is cached in
 (ImageNet: ``{"train": [...]}``), the file CoOp, MaPLe, PromptSRC and the official DePT read and
 write, so a cache made by any of them is reused and ours is usable by them.
 
-What we add: a cache is matched item by item against the current split. Paths that differ only
+What we add: ``plan_shots`` checks ``DATASET.NUM_SHOTS`` against the split before anything is drawn
+(0 and a K no class can provide are errors; a K some classes cannot provide is a note the run
+carries), and a cache is matched item by item against the current split. Paths that differ only
 by the data root (the caches store absolute paths) are re-rooted in memory; a cache holding
 images that are not in the split, other labels, or the wrong count per class is stale: it is set
 aside as ``*.stale`` with a warning and a new sample is drawn (never silently used).
@@ -17,10 +19,78 @@ import logging
 import os
 import pickle
 
+from .atomic import atomic_write
+from .errors import DatasetConfigError
+
 logger = logging.getLogger(__name__)
 
 FEWSHOT_DIR = "split_fewshot"
 VAL_SHOTS_CAP = 4  # CoOp: val keeps min(K, 4) images per class
+MAX_NAMED_CLASSES = 20  # a note names at most this many short classes (smallest first), then counts the rest
+
+
+def plan_shots(dataset_name, num_shots, train, val=None, labels=None, scope=""):
+    """``({"train": K, "val": min(K, 4)}, notes)`` for ``DATASET.NUM_SHOTS`` = K, or ``(None, [])``.
+
+    Dassl's ``generate_fewshot_dataset`` quietly gives a class all its images when it has fewer
+    than K, and treats K = 0 like "all": a 0-shot or 1000-shot run would report numbers for a
+    setting it did not run. So, over the classes of ``labels`` (the ones the run keeps; default
+    every label of ``train``):
+
+    * K < 0 (Dassl's default -1): every image, no sampling; returns ``(None, [])``;
+    * K = 0, or not an integer: ``DatasetConfigError``;
+    * K above the largest class's number of train images: ``DatasetConfigError`` (no class would
+      get K images; the run would be an all-images run under a K-shot name);
+    * K above some classes' size: a note naming how many and which classes get fewer than K;
+    * likewise a note for classes with fewer than min(K, 4) val images (the val count is derived
+      from K, not chosen, so a shortfall there is reported, not refused).
+
+    ``val`` is None for datasets whose val is not sampled (ImageNet: val is the test set).
+    ``scope`` qualifies the classes in the notes ("base", "new"; "" = all).
+    """
+    if isinstance(num_shots, bool) or not isinstance(num_shots, int):
+        raise DatasetConfigError(f"{dataset_name}: DATASET.NUM_SHOTS must be an integer, got {num_shots!r}")
+    if num_shots < 0:
+        return None, []
+    if num_shots == 0:
+        raise DatasetConfigError(
+            f"{dataset_name}: DATASET.NUM_SHOTS 0 would train on no images. Use -1 for all images, "
+            "or K >= 1 for K images per class."
+        )
+    shots = {"train": num_shots} if val is None else {"train": num_shots, "val": min(num_shots, VAL_SHOTS_CAP)}
+    names = {}
+    for item in train:
+        names.setdefault(item.label, item.classname)
+    kept = sorted(names) if labels is None else list(labels)
+    if not kept:  # no training data at all: nothing to sample, Dassl reports the empty dataset
+        return shots, []
+    counts = collections.Counter(item.label for item in train)
+    largest = max(kept, key=lambda y: counts[y])
+    if num_shots > counts[largest]:
+        raise DatasetConfigError(
+            f"{dataset_name}: DATASET.NUM_SHOTS {num_shots} is more than the largest class has: "
+            f"{names.get(largest, largest)!r} has {counts[largest]} training images, so no class would get "
+            f"{num_shots}. Use K <= {counts[largest]}, or -1 for all images."
+        )
+    classes = f"{scope} classes" if scope else "classes"
+    notes = [_shortfall(dataset_name, kept, names, counts, num_shots, classes, "training images")]
+    if val is not None:
+        val_counts = collections.Counter(item.label for item in val)
+        notes.append(_shortfall(dataset_name, kept, names, val_counts, shots["val"], classes,
+                                f"validation images (val takes min(K, {VAL_SHOTS_CAP}) per class)"))
+    return shots, [note for note in notes if note]
+
+
+def _shortfall(dataset_name, labels, names, counts, shots, classes, what):
+    """The note for the classes of ``labels`` with fewer than ``shots`` images, or None."""
+    short = sorted((y for y in labels if counts[y] < shots), key=lambda y: (counts[y], y))
+    if not short:
+        return None
+    shown = ", ".join(f"{names.get(y, f'label {y}')} ({counts[y]})" for y in short[:MAX_NAMED_CLASSES])
+    if len(short) > MAX_NAMED_CLASSES:
+        shown += f", and {len(short) - MAX_NAMED_CLASSES} more"
+    return (f"{dataset_name}: {len(short)} of {len(labels)} {classes} have fewer than {shots} {what} "
+            f"and use all they have: {shown}")
 
 
 def fewshot_cache_path(dataset_dir, num_shots, seed):
@@ -164,16 +234,15 @@ def _load(cache_path, splits, shots, image_dir):
 
 
 def _save(data, cache_path, dataset_name):
-    tmp = f"{cache_path}.tmp{os.getpid()}"
+    """Write the cache through ``atomic.atomic_write`` (``dept.files.atomic_open``): a unique
+    temporary name beside it, renamed over it when complete, so a concurrent run never reads half
+    a pickle and a failed write leaves nothing behind. A data root we cannot write to only costs
+    the cache (a warning)."""
     try:
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(cache_path, "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache_path)
     except OSError as err:
         logger.warning("%s: could not write the few-shot cache %s (%s); continuing without it",
                        dataset_name, cache_path, err)
-        if os.path.exists(tmp):
-            os.remove(tmp)
         return
     logger.info("%s: saved few-shot data to %s", dataset_name, cache_path)

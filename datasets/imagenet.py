@@ -15,6 +15,7 @@ from dassl.data.datasets import DATASET_REGISTRY
 
 from dept.registry import register
 
+from .atomic import atomic_write
 from .base import subsample_choice
 from .fewshot import StaleCache
 from .imagenet_family import ImageNetFamily, class_folders, classnames_piece, folder_entries
@@ -59,10 +60,10 @@ class ImageNet(ImageNetFamily):
 
     def select(self, cfg, train, val, test):
         """Few-shot train only (val is the test set), then base/new/all on train and test."""
-        num_shots = cfg.DATASET.NUM_SHOTS
-        if num_shots >= 1:
-            train = self.few_shot({"train": train}, {"train": num_shots}, cfg.SEED)["train"]
         subsample = subsample_choice(cfg)
+        shots = self.plan_shots(cfg.DATASET.NUM_SHOTS, train, None, subsample)
+        if shots:
+            train = self.few_shot({"train": train}, shots, cfg.SEED)["train"]
         self.set_label_wnids(self._wnid_of_label, (item.label for item in train), subsample)
         train, test = subsample_classes(train, test, subsample=subsample)
         return train, test, test
@@ -114,9 +115,8 @@ class ImageNet(ImageNetFamily):
 
     def _save_preprocessed(self, data, path):
         try:
-            with open(f"{path}.tmp", "wb") as f:
+            with atomic_write(path, "wb") as f:  # unique temporary name: concurrent first runs do not collide
                 pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(f"{path}.tmp", path)
         except OSError as err:
             logger.warning("%s: could not write %s (%s); the folders will be listed again next time",
                            self.name, path, err)

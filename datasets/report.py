@@ -36,10 +36,16 @@ class Piece:
     is_dir: bool = False
 
     def describe_source(self):
+        """Where to get it, for a reader who has not yet tried ``fetch-splits``."""
         if not self.gdrive_id:
             return self.source
-        return (f"{self.source} {gdrive_view_url(self.gdrive_id)} "
-                "(or: python -m dept data fetch-splits --root $DATA)")
+        return f"{self.manual_source()} (or: python -m dept data fetch-splits --root $DATA)"
+
+    def manual_source(self):
+        """Where to get it by hand (no pointer back to ``fetch-splits``: for when that failed)."""
+        if not self.gdrive_id:
+            return self.source
+        return f"{self.source} {gdrive_view_url(self.gdrive_id)}"
 
 
 @dataclass
@@ -114,7 +120,7 @@ def _check_pieces(cls, dataset_dir, report):
 
 def _count(cls, split, paths, report, verify_images):
     """Add the ``SplitCount`` of one split; True if the split is complete."""
-    from .images import check_image  # needs Dassl; the rest of this module does not
+    from .images import find_bad_images  # needs Dassl; the rest of this module does not
 
     found, absent = count_present(paths)
     expected = cls.expected_sizes.get(split)
@@ -127,11 +133,9 @@ def _count(cls, split, paths, report, verify_images):
         if expected is not None and len(paths) != expected:
             report.warnings.append(f"{split} lists {len(paths)} images, the official split has {expected}")
     if verify_images:
-        for path in paths:
-            reason = check_image(path) if os.path.isfile(path) else None
-            if reason:
-                report.unreadable_images.append((path, reason))
-                complete = False
+        bad = find_bad_images([p for p in paths if os.path.isfile(p)], "full")  # absent ones: counted above
+        report.unreadable_images.extend(bad)
+        complete = complete and not bad
     return complete
 
 

@@ -36,11 +36,25 @@ def _datasets(names):
         return list(BENCHMARK)
     picked = []
     for name in names:
-        cls = known.get(key(name))
+        cls = known.get(key(name)) or _registered(name)
         if cls is None:
             raise SystemExit(f"unknown dataset {name!r}; choose from {[c.__name__ for c in everything]}")
         picked.append(cls)
     return picked
+
+
+def _registered(name):
+    """A ``CoOpDataset`` subclass registered in Dassl under ``name`` (a user's own dataset), or None.
+
+    The image-check error of every such dataset points to ``data check --dataset <its name>``."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    from dept.datasets import CoOpDataset
+
+    if name not in DATASET_REGISTRY.registered_names():
+        return None
+    cls = DATASET_REGISTRY.get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, CoOpDataset) else None
 
 
 # -- check -----------------------------------------------------------------------------------------
@@ -128,6 +142,27 @@ def fetchable_pieces(classes):
     return [(cls, p) for cls in classes for p in cls.pieces if p.gdrive_id and p.checksum]
 
 
+MANUAL_SECTION = "Getting the split files by hand"  # the DATASETS.md section that lists every such file
+
+
+def manual_route(cls, piece, dest, reason, root):
+    """What to do when a download failed: the link to open in a browser and the exact place for the file.
+
+    Not "run fetch-splits": that is what just failed (no network, Google Drive's quota, a region
+    without access). DATASETS.md lists the same links, for a machine that cannot print this.
+    """
+    from dept.datasets.report import gdrive_view_url
+
+    source = piece.source.rstrip(":").replace("$DATA", root)
+    return (f"{cls.__name__}: could not download {piece.path} ({reason}).\n"
+            f"    {piece.what}: {source}.\n"
+            f"    By hand: open {gdrive_view_url(piece.gdrive_id)} in a browser, download the file and save it as\n"
+            f"        {dest}\n"
+            "    (no network here: download it on another machine and copy it over; DATASETS.md, section "
+            f"\"{MANUAL_SECTION}\", lists every such file).\n"
+            f"    Then `python -m dept data check --root {root}` says whether it matches the official file.\n")
+
+
 def fetch_splits(root, classes, download=gdown_download, force=False, out=None):
     """Download each missing split / class-list file of ``classes`` and install it if verified.
 
@@ -156,8 +191,7 @@ def fetch_splits(root, classes, download=gdown_download, force=False, out=None):
             reason = "the download failed"
         if not got or not os.path.isfile(tmp):
             failures += 1
-            out.write(f"{cls.__name__}: could not download {piece.path} ({reason}). Get it by hand: "
-                      f"{piece.describe_source()} -> {dest}\n")
+            out.write(manual_route(cls, piece, dest, reason, root))
             continue
         if verify_file(tmp, piece.checksum):
             os.replace(tmp, dest)

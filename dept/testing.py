@@ -36,6 +36,12 @@ def tiny_clip(seed=0, **overrides):
 
 
 def save_tiny_clip(path, seed=0):
-    """Write a tiny CLIP as a state dict file, loadable through MODEL.BACKBONE.PATH."""
-    torch.save(tiny_clip(seed).state_dict(), path)
+    """Write a tiny CLIP as a state dict file, loadable through MODEL.BACKBONE.PATH.
+
+    Written atomically (``dept.files.torch_save``): tests and demo runs in parallel may write and
+    load the same file, and a reader must see the old file or the new one, never half of one.
+    """
+    from dept.files import torch_save
+
+    torch_save(tiny_clip(seed).state_dict(), path)
     return path

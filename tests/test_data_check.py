@@ -189,3 +189,50 @@ def test_fetch_verifies_the_real_dtd_split(tmp_path):
     assert data_check.fetch_splits(str(tmp_path), [DescribableTextures], download=serve(real), out=out) == 0
     reports, _ = run_check(tmp_path, [DescribableTextures])
     assert any("matches the official file" in n for n in reports["DescribableTextures"].notes)
+
+
+def test_fetch_without_network_says_where_to_get_each_file_by_hand(tmp_path):
+    """What gdown raises with no network: the message gives the link and the place, not
+    "run fetch-splits" (what just failed)."""
+    requests = pytest.importorskip("requests")
+
+    def offline(file_id, dest):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'drive.google.com'")
+
+    out = io.StringIO()
+    assert data_check.fetch_splits(str(tmp_path), [DescribableTextures, ImageNetA], download=offline, out=out) == 2
+    text = out.getvalue()
+    assert "fetch-splits" not in text
+    assert text.count("ConnectionError: Failed to resolve") == 2
+    dtd_split = os.path.join(str(tmp_path), "dtd", "split_zhou_DescribableTextures.json")
+    assert "By hand: open https://drive.google.com/file/d/1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x/view in a browser" in text
+    assert f"save it as\n        {dtd_split}\n" in text
+    assert f"copy {tmp_path}/imagenet/classnames.txt, or get" in text  # ImageNet-A: the copy route first
+    assert 'DATASETS.md, section "Getting the split files by hand"' in text
+    assert f"python -m dept data check --root {tmp_path}" in text
+    assert not os.path.exists(dtd_split) and not os.path.exists(dtd_split + ".download")
+
+
+def test_datasets_md_lists_every_drive_file_with_its_place():
+    with open(os.path.join(REPO, "DATASETS.md")) as f:
+        doc = f.read()
+    section = doc.split(f"### {data_check.MANUAL_SECTION}\n", 1)[1].split("\n#", 1)[0]
+    for cls, piece in data_check.fetchable_pieces(BENCHMARK):
+        row = (f"| `{cls.dataset_dir}/{piece.path}` | {cls.__name__} | "
+               f"<https://drive.google.com/file/d/{piece.gdrive_id}/view> |")
+        assert row in section
+
+
+def test_a_users_registered_dataset_can_be_checked_by_name(tmp_path, capsys):
+    """The image-check error of any CoOpDataset names ``data check --dataset <its name>``."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    from dept.registry import register
+
+    class MyTextures(DescribableTextures):
+        """A user's own dataset on the shared base."""
+
+    register(DATASET_REGISTRY, MyTextures)
+    build_tree("DescribableTextures", tmp_path)
+    assert data_check.main(["check", "--root", str(tmp_path), "--dataset", "MyTextures", "--verify-images"]) == 0
+    assert "[found  ] MyTextures" in capsys.readouterr().out

@@ -152,9 +152,11 @@ def test_real_split_through_the_datamanager(cls, tmp_path, monkeypatch):
         cfg.SEED = 1
         cfg.VERBOSE = False
         cfg.DATALOADER.NUM_WORKERS = 0
+        cfg.DATASET.CHECK_IMAGES = "none"  # the images exist only for os.path.isfile
         set_random_seed(1)
         dataset = DataManager(cfg).dataset
         assert dataset.classnames == expected_names
+        assert dataset.notes == []  # 16 shots: no class of these splits falls short
         k = len(expected_names)
         assert len(dataset.train_x) == 16 * k  # every class of these splits has >= 16 train images
         assert len(dataset.val) == 4 * k
