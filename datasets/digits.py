@@ -14,10 +14,9 @@ import tempfile
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.files import Busy, FileLock
+from dept.files import Busy, FileLock, share_mode
 from dept.registry import register
 
-from .atomic import share_mode
 from .base import CoOpDataset
 from .report import Piece
 from .splits import SPLITS, read_split_entries, write_split_entries

@@ -19,7 +19,8 @@ import logging
 import os
 import pickle
 
-from .atomic import atomic_write
+from dept.files import atomic_open
+
 from .errors import DatasetConfigError
 
 logger = logging.getLogger(__name__)
@@ -234,12 +235,12 @@ def _load(cache_path, splits, shots, image_dir):
 
 
 def _save(data, cache_path, dataset_name):
-    """Write the cache through ``atomic.atomic_write`` (``dept.files.atomic_open``): a unique
+    """Write the cache through ``dept.files.atomic_open``: a unique
     temporary name beside it, renamed over it when complete, so a concurrent run never reads half
     a pickle and a failed write leaves nothing behind. A data root we cannot write to only costs
     the cache (a warning)."""
     try:
-        with atomic_write(cache_path, "wb") as f:
+        with atomic_open(cache_path, "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     except OSError as err:
         logger.warning("%s: could not write the few-shot cache %s (%s); continuing without it",

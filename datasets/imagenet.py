@@ -13,9 +13,9 @@ import pickle
 
 from dassl.data.datasets import DATASET_REGISTRY
 
+from dept.files import atomic_open
 from dept.registry import register
 
-from .atomic import atomic_write
 from .base import subsample_choice
 from .fewshot import StaleCache
 from .imagenet_family import ImageNetFamily, class_folders, classnames_piece, folder_entries
@@ -115,7 +115,7 @@ class ImageNet(ImageNetFamily):
 
     def _save_preprocessed(self, data, path):
         try:
-            with atomic_write(path, "wb") as f:  # unique temporary name: concurrent first runs do not collide
+            with atomic_open(path, "wb") as f:  # unique temporary name: concurrent first runs do not collide
                 pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
         except OSError as err:
             logger.warning("%s: could not write %s (%s); the folders will be listed again next time",

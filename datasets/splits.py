@@ -13,7 +13,8 @@ import os
 
 from dassl.data.datasets import Datum
 
-from .atomic import atomic_write
+from dept.files import atomic_open
+
 from .errors import DatasetConfigError, MissingImagesError, SplitFileError
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _conflict(source, what, first, second):
 
 def write_split_entries(split, path):
     """Write ``split`` as CoOp's ``write_json`` does (indent 4), atomically (unique temporary name)."""
-    with atomic_write(path, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump({key: [list(e) for e in split[key]] for key in SPLITS}, f, indent=4, separators=(",", ": "))
 
 

@@ -16,12 +16,31 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+def share_mode(fd):
+    """Give the open file ``fd`` the permissions ``open()`` would have given it (mkstemp's are 0600,
+    which on a lab's shared data root or output root would lock every other user out)."""
+    os.fchmod(fd, 0o666 & ~UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
-    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    share_mode(fd)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
