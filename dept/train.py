@@ -57,9 +57,40 @@ def build_parser():
     return p
 
 
-def _mentioned(args):
-    """{dotted key: value} the user wrote in the yaml files and the trailing options."""
+def read_config_file(path, _chain=()):
+    """A yaml config as a list of dicts, its ``_BASE_`` files first (detectron2's convention).
+
+    ``_BASE_: ../CoOp/vit_b16_ep10_bs4_lr35.yaml`` (relative to the file) makes a config its base's
+    plus a few lines, so a DePT variant's config need not copy its method's.
+    """
     import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file '{path}' does not exist.")
+    if os.path.abspath(path) in _chain:
+        raise ValueError(f"Config file '{path}' inherits from itself through _BASE_: {' -> '.join(_chain)}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return [data]
+    base_path = os.path.join(os.path.dirname(path), base)
+    try:
+        return [*read_config_file(base_path, (*_chain, os.path.abspath(path))), data]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (named by _BASE_ in '{path}')") from None
+
+
+def merge_config_file(cfg, path):
+    """``cfg.merge_from_file`` that follows ``_BASE_`` (see ``read_config_file``)."""
+    from yacs.config import CfgNode
+
+    for data in read_config_file(path):
+        cfg.merge_from_other_cfg(CfgNode(data))
+
+
+def _mentioned(args):
+    """{dotted key: value} the user wrote in the yaml files (and their bases) and the trailing options."""
     from yacs.config import CfgNode
 
     found = {}
@@ -72,9 +103,8 @@ def _mentioned(args):
                 found[f"{prefix}{key}"] = value
 
     for path in (args.dataset_config_file, args.config_file):
-        if path and os.path.isfile(path):
-            with open(path) as f:
-                walk(yaml.safe_load(f), "")
+        for data in read_config_file(path) if path else ():
+            walk(data, "")
     opts = args.opts or []
     for key, value in zip(opts[0::2], opts[1::2]):
         found[key] = CfgNode._decode_cfg_value(value)
@@ -89,9 +119,7 @@ def setup_cfg(args):
     cfg = add_dept_config(get_cfg_default())
     for path in (args.dataset_config_file, args.config_file):
         if path:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Config file '{path}' does not exist.")
-            cfg.merge_from_file(path)
+            merge_config_file(cfg, path)
     flags = {
         "DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
         "DATASET.SOURCE_DOMAINS": args.source_domains, "DATASET.TARGET_DOMAINS": args.target_domains,

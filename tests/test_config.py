@@ -83,3 +83,19 @@ def test_a_users_extend_cfg_keeps_its_values():
     assert cfg.TRAINER.COOP.N_CTX == 4 and cfg.TRAINER.COOP.PREC == "amp"
     assert cfg.TRAINER.COOP.CTX_INIT == "" and cfg.TRAINER.COOP.CLASS_TOKEN_POSITION == "end"
     assert dept_options(cfg).weight == 0.6
+
+
+def test_yaml_configs_inherit_through_base(tmp_path):
+    from dept.train import build_parser, setup_cfg
+
+    (tmp_path / "base.yaml").write_text("OPTIM:\n  LR: 0.5\n  MAX_EPOCH: 3\nINPUT:\n  SIZE: (32, 32)\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("_BASE_: ../base.yaml\nOPTIM:\n  MAX_EPOCH: 7\n")
+    cfg = setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "sub" / "child.yaml")]))
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.INPUT.SIZE) == (0.5, 7, (32, 32))
+    (tmp_path / "loop.yaml").write_text("_BASE_: loop.yaml\n")
+    with pytest.raises(ValueError, match="inherits from itself"):
+        setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "loop.yaml")]))
+    (tmp_path / "orphan.yaml").write_text("_BASE_: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="named by _BASE_ in"):
+        setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "orphan.yaml")]))
