@@ -15,6 +15,11 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 warnings.filterwarnings("ignore", message="Failed to check for latest version")
 
 from dept.config import add_dept_config  # noqa: E402
+from dept.logs import install_console_fallback  # noqa: E402
+
+# Our INFO lines (checkpoint loaded, fused or ITM-only evaluation, fp32 fallback, ...) reach the
+# console and Dassl's log.txt in a user's own train.py too, where nobody configures logging.
+install_console_fallback()
 
 __version__ = "0.1.0"
 __all__ = ["add_dept_config", "register_all"]

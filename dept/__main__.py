@@ -1,4 +1,5 @@
-"""``python -m dept <command>``: base2new (the protocol runner), train, data (check, fetch-splits, ...)."""
+"""``python -m dept <command>``: base2new (the protocol runner), train, data (check, fetch-splits, ...),
+dassl-fix (Dassl's warm-up schedulers on current torch, for the whole environment)."""
 import sys
 
 USAGE = """usage: python -m dept <command> [args]
@@ -9,6 +10,9 @@ commands:
   data check    report which datasets under --root are complete, partial or missing
   data fetch-splits   download the CoOp split files (gdown) and verify their checksums
   data prepare-demo   write the embedded digits demo dataset under --root
+  dassl-fix install|uninstall|status [--site-dir DIR]
+                patch Dassl's warm-up LR schedulers for torch >= 2.6 in every process of this
+                environment (a .pth file in site-packages; see dept/dassl_compat.py)
 """
 
 
@@ -30,6 +34,10 @@ def main(argv=None):
 
         train_main(rest)
         return 0
+    if command == "dassl-fix":
+        from dept.dassl_compat import main as dassl_fix_main
+
+        return dassl_fix_main(rest)
     if command == "data":
         from dept.data_check import main as data_main
 

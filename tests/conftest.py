@@ -8,27 +8,68 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "tests", "data")
 
 
+# Set by .ci/run: CI must exercise the real Dassl. Then a Dassl integration test that is skipped
+# (for any reason), none running, or Dassl not importable fails the run instead of passing quietly.
+REQUIRE_DASSL = os.environ.get("DEPT_REQUIRE_DASSL", "").strip() not in ("", "0")
+_session = {}
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "dassl: runs the real Dassl.pytorch (skipped when it is not installed)")
 
 
+def pytest_sessionstart(session):
+    _session["session"] = session
+
+
+def _dassl_import_error():
+    try:
+        import dassl  # noqa: F401
+    except ImportError as err:
+        return err
+    return None
+
+
+def _is_dassl_report(report):
+    """A test marked ``dassl``, or a module skipped at collection by ``pytest.importorskip("dassl")``."""
+    if "dassl" in getattr(report, "keywords", {}):
+        return True
+    return report.when == "collect" and report.skipped and "'dassl'" in str(report.longrepr)
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Say plainly how many tests ran the real Dassl (CI reads this line)."""
-    counts = {}
-    for outcome in ("passed", "failed", "error", "skipped"):
-        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, [])
-                              if "dassl" in getattr(r, "keywords", {}))
+    """Say plainly how many tests ran the real Dassl (CI reads this line); with
+    DEPT_REQUIRE_DASSL=1, fail the run when they did not all run."""
+    reports = {outcome: [r for r in terminalreporter.stats.get(outcome, []) if _is_dassl_report(r)]
+               for outcome in ("passed", "failed", "error", "skipped")}
+    counts = {outcome: len(found) for outcome, found in reports.items()}
     ran = counts["passed"] + counts["failed"] + counts["error"]
     terminalreporter.write_line(
         f"Dassl integration tests: {ran} ran ({counts['passed']} passed, {counts['failed'] + counts['error']} "
         f"failed), {counts['skipped']} skipped"
     )
+    if not REQUIRE_DASSL:
+        return
+    problems = []
+    missing = _dassl_import_error()
+    if missing is not None:
+        problems.append(f"dassl cannot be imported ({missing}); install it (README: Install, or bash .ci/run)")
+    for report in reports["skipped"]:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        problems.append(f"skipped: {report.nodeid}: {reason}")
+    if ran == 0:
+        problems.append("no Dassl integration test ran")
+    if problems:
+        terminalreporter.write_line(f"DEPT_REQUIRE_DASSL=1: FAILED, {len(problems)} problem(s):", red=True, bold=True)
+        for line in problems:
+            terminalreporter.write_line(f"  {line}", red=True)
+        session = _session.get("session")
+        if session is not None:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import dassl  # noqa: F401
-    except ImportError:
+    if _dassl_import_error() is not None:
         skip = pytest.mark.skip(reason="dassl is not installed (see README: Install)")
         for item in items:
             if "dassl" in item.keywords:

@@ -69,3 +69,71 @@ def test_fp16_falls_back_to_fp32_without_cuda(caplog):
     assert resolve_precision("fp16", "cuda") == "fp16"
     with pytest.raises(ValueError):
         resolve_precision("bf17", "cpu")
+
+
+def not_clip_files(folder, tiny_clip_file):
+    """Files people point MODEL.BACKBONE.PATH at by mistake, each with what the error must say."""
+    import os
+
+    from torch import nn
+
+    from dept.checkpoint import save_checkpoint
+
+    data = open(tiny_clip_file, "rb").read()
+    files = {
+        "text.pt": (b"<html><body>404 Not Found</body></html>\n", "is not a PyTorch file"),
+        "empty.pt": (b"", "is empty (0 bytes)"),
+        "half.pt": (data[: len(data) // 2], "truncated or damaged archive"),
+    }
+    for name, (content, _) in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(content)
+    legacy = os.path.join(folder, "legacy.pt")
+    torch.save(torch.load(tiny_clip_file), legacy, _use_new_zipfile_serialization=False)
+    legacy_data = open(legacy, "rb").read()
+    with open(os.path.join(folder, "half_legacy.pt"), "wb") as f:
+        f.write(legacy_data[: len(legacy_data) // 2])
+    files["half_legacy.pt"] = (None, "cannot be read")
+
+    class Trained(nn.Module):  # what a DePT checkpoint holds: prompts and head only
+        def __init__(self):
+            super().__init__()
+            self.prompt_learner = nn.Module()
+            self.prompt_learner.ctx = nn.Parameter(torch.zeros(4, 64))
+            self.dept_head = nn.Linear(64, 3)
+            self.dept_head.classes = ["a", "b", "c"]
+
+    save_checkpoint(os.path.join(folder, "run", "prompt_learner", "model.pth.tar-5"), Trained(), 5)
+    files["run/prompt_learner/model.pth.tar-5"] = (None, "is a dept training checkpoint (epoch 5)")
+    official = os.path.join(folder, "official.pth.tar-10")
+    optim = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(4, 64), "image_encoder.proj": torch.zeros(2)},
+                "epoch": 10, "scheduler": {"successor": torch.optim.lr_scheduler.CosineAnnealingLR(optim, 10)},
+                "optimizer": optim.state_dict()}, official)
+    files["official.pth.tar-10"] = (None, "is a Dassl (official DePT/CoOp) training checkpoint (epoch 10)")
+    torch.save({"weight": torch.zeros(2)}, os.path.join(folder, "other_state_dict.pt"))
+    files["other_state_dict.pt"] = (None, "holds no CLIP weights")
+    return {os.path.join(folder, name): what for name, (_, what) in files.items()}
+
+
+def message_for(path):
+    from dept.clip_loader import NotAClipFile
+
+    with pytest.raises(NotAClipFile) as err:
+        load_clip_file(path)
+    return str(err.value)
+
+
+def test_a_file_that_is_not_clip_gives_one_error_with_its_path_and_what_it_is(tmp_path, tiny_clip_file):
+    from dept.clip_loader import NotAClipFile
+
+    for path, what in not_clip_files(str(tmp_path), tiny_clip_file).items():
+        with pytest.raises(NotAClipFile) as err:
+            load_clip_file(path)
+        message = str(err.value)
+        assert f"'{path}'" in message and what in message, message
+        if "training checkpoint" in what:
+            assert "--model-dir" in message and "MODEL.BACKBONE.PATH" in message, message
+    dept_checkpoint = tmp_path / "run" / "prompt_learner" / "model.pth.tar-5"
+    assert f"--model-dir (here: '{tmp_path / 'run'}')" in message_for(str(dept_checkpoint))
+    assert load_clip_file(str(tmp_path / "legacy.pt")).visual.input_resolution == 32  # legacy format still loads
