@@ -6,26 +6,70 @@ is the CoOp family's, so their ``parse_test_res.py`` still works::
 
     <output>/base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>
     <output>/base2new/test_new/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>
+    <output>/base2new/results/<Trainer>_<cfg>_shots<K>.{csv,md}
 
-Finished runs are skipped; an unfinished run's log is kept beside as ``log-unfinished-<n>.txt``.
-With no dataset root, it runs the embedded demo (scikit-learn digits, tiny random CLIP).
+``<cfg>`` is the trainer config's name, followed by the options given after ``--`` that change
+the resolved config (``vit_b16_ep10_bs4_lr35+DEPT.WEIGHT=0.2+OPTIM.MAX_EPOCH=5``): runs with other
+settings never share a folder.
+
+A run is reused only when its record (``dept_run.json``) says it finished with the config this
+runner would run it with (and, for training, its final checkpoint is intact; for evaluation, it
+evaluated that checkpoint). A finished run with other settings (a yaml file edited since) is an
+error naming the keys, never reused and never retrained over. Unfinished runs are run again and
+resume from their last good checkpoint; their old log is kept as ``log-unfinished-<n>.txt``.
+
+Each run is locked while it runs (``.dept.lock``, passed down to ``dept.train``): two runners on
+one output root never run the same thing twice; a run locked by another runner is done last, after
+waiting for it. Tables are rebuilt from every finished run on disk for their grid cell. Ctrl-C or
+SIGTERM stops the run in progress (it saves its state) and says how to resume. With no dataset
+root, it runs the embedded demo (scikit-learn digits, tiny random CLIP).
 """
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
 import logging
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 
-from dept.results import add_paper_numbers, read_accuracy, summarize, write_tables
+from dept.files import Busy, FileLock, sha256
+from dept.results import SeedRuns, build_table, write_tables
+from dept.run_record import (
+    NEUTRAL_KEYS,
+    CorruptRecord,
+    config_differences,
+    flat_config,
+    format_differences,
+    lock_path,
+    read_record,
+)
 
 logger = logging.getLogger(__name__)
 
 ALL_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-DEFAULT_CONFIGS = {"CoOp": "vit_b16_ep10_bs4_lr35", "CoOpDePT": "vit_b16_ep10_bs4_lr35",
-                   "ExtrasLinearProbeCoOp": "vit_b16_ep10_bs4_lr35"}
+DEFAULT_CONFIG = "vit_b16_ep10_bs4_lr35"
+DEFAULT_CONFIGS = {"CoOp": DEFAULT_CONFIG, "CoOpDePT": DEFAULT_CONFIG, "ExtrasLinearProbeCoOp": DEFAULT_CONFIG}
 REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+STAGES = ("train_base", "test_new")
+# Keys this runner sets on every run, and the flag that sets them.
+RUNNER_KEYS = {"SEED": "--seeds", "DATASET.NUM_SHOTS": "--shots", "DATASET.SUBSAMPLE_CLASSES": "the protocol",
+               "OUTPUT_DIR": "--output", "DATASET.ROOT": "--root"}
+# Keys that do not name a variant folder: the runner's own, and where files are (a different CLIP
+# file is still a different config: the records are compared in full).
+NOT_IN_NAME = NEUTRAL_KEYS | set(RUNNER_KEYS) | {"MODEL.BACKBONE.PATH"}
+MAX_NAME = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
+_CHECKPOINT_FILE = re.compile(r"model\.pth\.tar-\d+|model-best\.pth\.tar|model-interrupted\.pth\.tar")
+PR_SET_PDEATHSIG = 1
 DEMO_BANNER = (
     "DEMO: no dataset root configured (--root or $DATA), so this runs the embedded demo: scikit-learn's "
     "handwritten digits (base 0-4, new 5-9) on a tiny CLIP with RANDOM weights. Its accuracies only show "
@@ -35,127 +79,607 @@ DEMO_BANNER = (
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m dept base2new", description=__doc__.splitlines()[0])
-    p.add_argument("--root", default=os.environ.get("DATA", ""), help="dataset root (default: $DATA)")
+    p.add_argument("--root", default=os.environ.get("DATA", ""),
+                   help="dataset root (default: $DATA); a relative path is relative to the current folder")
     p.add_argument("--datasets", nargs="+", default=list(ALL_DATASETS), help="dataset config names")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--trainers", nargs="+", default=["CoOpDePT"])
     p.add_argument("--config", default="", help="trainer config name (default: the trainer's b2n config)")
     p.add_argument("--configs-dir", default=REPO_CONFIGS, help="folder holding datasets/ and trainers/ yaml")
-    p.add_argument("--output", default="output", help="output root")
+    p.add_argument("--output", default="output", help="output root (relative: to the current folder)")
     p.add_argument("--demo", action="store_true", help="run the embedded demo even if a root is set")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would run and what would be skipped; write nothing")
     p.add_argument("opts", nargs=argparse.REMAINDER,
                    help="config options for every run, after --: -- OPTIM.MAX_EPOCH 5 DEPT.FUSION probs")
     return p
+
+
+class UsageError(ValueError):
+    """An invocation that cannot run (bad options, missing config files): exit 2, one message."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM reached the runner; ``run`` is the run that was in progress (or None)."""
+
+    def __init__(self, signum, run=None, returncode=None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.run, self.returncode = signum, run, returncode
+
+    def line(self):
+        name = signal.Signals(self.signum).name
+        if self.run is None:
+            return (f"base2new interrupted by {name} between runs; finished runs are kept. "
+                    "Run the same command again to continue.")
+        if self.returncode is None:
+            return (f"base2new interrupted by {name} while waiting for {self.run.label}, which another process "
+                    "is running; nothing was lost. Run the same command again to continue.")
+        if self.returncode in (130, 143):
+            what = f"it saved its state ({self.run.directory})"
+        elif self.returncode == 0:
+            what = "it had just finished"
+        else:
+            what = f"it stopped with exit code {self.returncode}"
+        return (f"base2new interrupted by {name} during {self.run.label}: {what}. "
+                "Run the same command again to resume.")
+
+
+# -- names and folders ---------------------------------------------------------------------------
+
+def _value_text(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def variant_name(cfg_name, options, limit=MAX_NAME):
+    """``cfg+KEY=value+...`` (options sorted by key), filesystem-safe; a long one ends in a hash."""
+    parts = [_UNSAFE.sub("_", f"{key}={_value_text(value)}") for key, value in sorted(options)]
+    name = "+".join([cfg_name, *parts])
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(repr(sorted(options)).encode()).hexdigest()[:10]
+    kept = [cfg_name]
+    for i, part in enumerate(parts):
+        left = len(parts) - i - 1
+        if len("+".join([*kept, part]) + (f"+{left}more-{digest}" if left else f"+{digest}")) > limit:
+            break
+        kept.append(part)
+    return "+".join(kept) + f"+{len(parts) - len(kept) + 1}more-{digest}"
 
 
 def run_dir(output, stage, dataset, shots, trainer, cfg_name, seed):
     return os.path.join(output, "base2new", stage, dataset, f"shots_{shots}", trainer, cfg_name, f"seed{seed}")
 
 
-def is_finished(directory, stage):
-    marker = "Finish training" if stage == "train_base" else "=> result"
-    return read_accuracy(os.path.join(directory, "log.txt"), after=marker) is not None
+def _checkpoint_folders(directory):
+    """Sub-folders of a run folder that hold checkpoints."""
+    if not os.path.isdir(directory):
+        return []
+    return [e.path for e in os.scandir(directory)
+            if e.is_dir() and any(_CHECKPOINT_FILE.fullmatch(f) for f in os.listdir(e.path))]
+
+
+def _next_free(pattern):
+    n = 1
+    while os.path.exists(pattern.format(n)):
+        n += 1
+    return pattern.format(n)
 
 
 def keep_unfinished_log(directory):
-    """Move an interrupted run's log aside so the rerun writes log.txt (parsers read only that)."""
+    """Move an unfinished run's log aside so the rerun writes log.txt (parsers read only that)."""
     log = os.path.join(directory, "log.txt")
     if os.path.isfile(log):
-        n = 1
-        while os.path.exists(os.path.join(directory, f"log-unfinished-{n}.txt")):
-            n += 1
-        os.rename(log, os.path.join(directory, f"log-unfinished-{n}.txt"))
+        target = _next_free(os.path.join(directory, "log-unfinished-{}.txt"))
+        os.rename(log, target)
+        return target
+    return None
 
 
-def train_command(args, dataset, trainer, cfg_name, seed, out_dir, model_dir=None):
-    cmd = [sys.executable, "-m", "dept.train", "--root", args.root, "--seed", str(seed), "--trainer", trainer,
-           "--dataset-config-file", os.path.join(args.configs_dir, "datasets", f"{dataset}.yaml"),
-           "--config-file", os.path.join(args.configs_dir, "trainers", trainer, f"{cfg_name}.yaml"),
-           "--output-dir", out_dir]
-    if model_dir:
-        cmd += ["--model-dir", model_dir, "--eval-only"]
-    cmd += ["DATASET.NUM_SHOTS", str(args.shots),
-            "DATASET.SUBSAMPLE_CLASSES", "new" if model_dir else "base", *args.opts]
-    return cmd
+def _read_tail(path, lines=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
 
 
-def run_job(cmd, directory, stage, dry_run):
-    if is_finished(directory, stage):
-        logger.info("skip (finished): %s", directory)
-        return True
-    logger.info("run: %s", " ".join(cmd))
+# -- child processes -----------------------------------------------------------------------------
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def child_setup(parent_pid):
+    """``preexec_fn`` for a run: its own process group (Ctrl-C reaches the runner, which forwards it
+    once), and SIGTERM when the runner dies (PR_SET_PDEATHSIG), so a killed runner never leaves a run
+    writing into a folder that the next runner takes over."""
+
+    def setup():
+        os.setpgid(0, 0)
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the runner died before prctl took effect
+            os._exit(128 + int(signal.SIGTERM))
+
+    return setup
+
+
+# -- the protocol --------------------------------------------------------------------------------
+
+@dataclass
+class Grid:
+    """One results table: a trainer, a config variant, a number of shots."""
+
+    trainer: str
+    cfg_name: str
+    variant: str
+    options: list
+    shots: int
+
+    @property
+    def stem(self):
+        return f"{self.trainer}_{self.variant}_shots{self.shots}"
+
+
+@dataclass
+class Run:
+    stage: str
+    grid: Grid
+    dataset: str
+    seed: int
+    directory: str
+    argv: list
+
+    @property
+    def label(self):
+        return f"{self.stage} {self.dataset} seed {self.seed} ({self.grid.trainer} {self.grid.variant})"
+
+    @property
+    def command(self):
+        return [sys.executable, "-m", "dept.train", *self.argv]
+
+
+@dataclass
+class Verdict:
+    """What to do with a run: "skip" (finished and verified), "run", or "fail" (never reuse)."""
+
+    action: str
+    record: dict = None
+    reason: str = ""
+    short: str = ""
+    notes: list = field(default_factory=list)
+    unverified: bool = False
+
+
+class Runner:
+    def __init__(self, args, demo):
+        self.args, self.demo = args, demo
+        self.output = args.output
+        self.runner_opts = []
+        self.failed = []
+        self.child = None
+        self.signum = None
+        self.waiting_for = None
+        self._configs = {}
+
+    # -- configs -----------------------------------------------------------------------------
+
+    def argv(self, grid, dataset, seed, stage, user_opts=True):
+        a = self.args
+        out = run_dir(self.output, stage, dataset, grid.shots, grid.trainer, grid.variant, seed)
+        argv = ["--root", a.root, "--seed", str(seed), "--trainer", grid.trainer,
+                "--dataset-config-file", os.path.join(a.configs_dir, "datasets", f"{dataset}.yaml"),
+                "--config-file", os.path.join(a.configs_dir, "trainers", grid.trainer, f"{grid.cfg_name}.yaml"),
+                "--output-dir", out]
+        if stage == "test_new":
+            train_dir = run_dir(self.output, "train_base", dataset, grid.shots, grid.trainer, grid.variant, seed)
+            argv += ["--eval-only", "--model-dir", train_dir]
+        argv += ["DATASET.NUM_SHOTS", str(grid.shots),
+                 "DATASET.SUBSAMPLE_CLASSES", "new" if stage == "test_new" else "base", *self.runner_opts]
+        return argv + (list(a.opts) if user_opts else [])
+
+    def expected(self, argv):
+        """The config ``dept.train`` will resolve for ``argv`` (computed here, nothing is run)."""
+        key = tuple(argv)
+        if key not in self._configs:
+            from dept.train import build_parser as train_parser
+            from dept.train import setup_cfg
+
+            self._configs[key] = setup_cfg(train_parser().parse_args(list(argv)))
+        return self._configs[key]
+
+    def make_grid(self, trainer):
+        a = self.args
+        cfg_name = a.config or DEFAULT_CONFIGS.get(trainer, DEFAULT_CONFIG)
+        for path in (os.path.join(a.configs_dir, "trainers", trainer, f"{cfg_name}.yaml"),
+                     *(os.path.join(a.configs_dir, "datasets", f"{d}.yaml") for d in a.datasets)):
+            if not os.path.isfile(path):
+                raise UsageError(f"no config file {path} (trainer {trainer}, config {cfg_name}; "
+                                 f"configs folder {a.configs_dir}, --configs-dir changes it)")
+        grid = Grid(trainer, cfg_name, cfg_name, [], a.shots)
+        seed, dataset = a.seeds[0], a.datasets[0]
+        try:
+            plain = self.expected(self.argv(grid, dataset, seed, "train_base", user_opts=False))
+            full = self.expected(self.argv(grid, dataset, seed, "train_base"))
+        except Exception as err:  # yacs: unknown key, odd list, bad value; alias conflicts
+            raise UsageError(f"the options after -- do not make a valid config: {type(err).__name__}: {err}") from err
+        grid.options = [(key, new) for key, _, new in config_differences(plain, full, neutral=NOT_IN_NAME)]
+        grid.variant = variant_name(cfg_name, grid.options)
+        return grid
+
+    def make_run(self, grid, dataset, seed, stage):
+        return Run(stage, grid, dataset, seed,
+                   run_dir(self.output, stage, dataset, grid.shots, grid.trainer, grid.variant, seed),
+                   self.argv(grid, dataset, seed, stage))
+
+    # -- verification ------------------------------------------------------------------------
+
+    def assess(self, run, train_record=None):
+        """Decide from what is on disk whether ``run`` is finished with this config (reads only)."""
+        d = run.directory
+        try:
+            record = read_record(d)
+        except CorruptRecord as err:
+            return Verdict("run", short="corrupt run record",
+                           notes=[f"{err}: treated as unfinished (the run is run again)"])
+        if record is None:
+            if os.path.isfile(os.path.join(d, "log.txt")):
+                return Verdict("run", unverified=True, short="no run record (older version or another tool)",
+                               notes=[f"{d} has a log but no run record ({os.path.basename(d)}/dept_run.json): it "
+                                      "was written by an older version or another tool and cannot be verified; "
+                                      "its log and checkpoints are set aside and the run is run again"])
+            return Verdict("run", short="not run")
+        expected = self.expected(run.argv)
+        differences = config_differences(record.get("config") or "", expected)
+        status = record.get("status")
+        if status == "finished":
+            if differences:
+                return self._mismatch(run, record, differences)
+            if (record.get("result") or {}).get("accuracy") is None:
+                return Verdict("run", short="finished without a result",
+                               notes=["its record says finished but holds no result: it is run again"])
+            if run.stage == "train_base":
+                problem = final_checkpoint_problem(record, d)
+                if problem:
+                    return Verdict("run", short="final checkpoint unusable",
+                                   notes=[f"its final checkpoint is not usable ({problem}): it is run again "
+                                          "(dept.train resumes from the last good checkpoint)"])
+            else:
+                trained = ((train_record or {}).get("checkpoint") or {}).get("sha256")
+                evaluated = (record.get("checkpoint") or {}).get("sha256")
+                if not trained or evaluated != trained:
+                    return Verdict("run", short="evaluated another checkpoint",
+                                   notes=["it evaluated another checkpoint than the training run's final one: "
+                                          "it is evaluated again"])
+            return Verdict("skip", record=record)
+        if differences and run.stage == "train_base" and _checkpoint_folders(d):
+            return self._mismatch(run, record, differences)
+        return Verdict("run", short=f"{status or 'unknown status'}",
+                       notes=[f"it was left {status}: it is run again (resuming where it was saved)"]
+                       if status in ("interrupted", "running", "failed") else [])
+
+    def _mismatch(self, run, record, differences):
+        keys = ", ".join(k for k, _, _ in differences[:8]) + (" ..." if len(differences) > 8 else "")
+        reason = (f"{run.directory} holds a {record.get('status')} run with other settings: "
+                  f"{format_differences(differences)}. It is neither reused nor trained over. If the settings "
+                  f"changed since it ran (e.g. the yaml file {run.argv[run.argv.index('--config-file') + 1]} "
+                  "was edited), restore them; to run the new settings beside it, pass them as options after -- "
+                  "(options get their own folder); or move that folder away to run it anew.")
+        return Verdict("fail", record=record, reason=reason, short=f"other settings ({keys})")
+
+    def verified(self, run, train_record=None):
+        """(record, None) for a finished, verified run; (None, why not) otherwise."""
+        verdict = self.assess(run, train_record)
+        if verdict.action == "skip":
+            return verdict.record, None
+        return None, f"{run.stage}: {verdict.short}"
+
+    # -- running -----------------------------------------------------------------------------
+
+    def on_signal(self, signum, frame):
+        child = self.child
+        if child is not None and child.returncode is None:
+            self.signum = self.signum or signum
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)  # it saves and exits; a second signal ends it at once
+            return
+        raise Interrupted(signum, self.waiting_for)
+
+    def spawn(self, run, lock):
+        """Run ``dept.train`` holding ``lock`` (passed down); returns (exit code, stderr text)."""
+        env = dict(os.environ, DEPT_LOCK_FD=str(lock.fd))
+        with tempfile.TemporaryFile("w+", errors="replace") as err:
+            self.child = subprocess.Popen(run.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=err, pass_fds=(lock.fd,), env=env,
+                                          preexec_fn=child_setup(os.getpid()))
+            try:
+                returncode = self.child.wait()
+            finally:
+                self.child = None
+            err.seek(0)
+            text = err.read()
+        if self.signum is not None:
+            raise Interrupted(self.signum, run, returncode)
+        return returncode, text
+
+    def fail(self, run, short, detail=""):
+        self.failed.append((run, short))
+        logger.error("FAILED %s: %s%s", run.label, short, f"\n{detail}" if detail else "")
+
+    def execute(self, run, lock, train_record=None):
+        """Skip, fail or run ``run`` (its lock held); returns its finished, verified record or None."""
+        verdict = self.assess(run, train_record)
+        if verdict.action == "skip":
+            logger.info("skip (finished): %s", run.directory)
+            return verdict.record
+        if verdict.action == "fail":
+            self.fail(run, verdict.short, verdict.reason)
+            return None
+        for note in verdict.notes:
+            logger.warning("%s: %s", run.label, note)
+        kept = keep_unfinished_log(run.directory)
+        if kept:
+            logger.info("previous log kept as %s", kept)
+        if verdict.unverified:
+            for folder in _checkpoint_folders(run.directory):
+                target = _next_free(os.path.join(run.directory, "unverified-{}"))
+                os.makedirs(target)
+                os.rename(folder, os.path.join(target, os.path.basename(folder)))
+                logger.warning("unverifiable checkpoints moved to %s", target)
+        logger.info("run: %s", shlex.join(run.command))
+        start = time.time()
+        returncode, stderr = self.spawn(run, lock)
+        took = time.time() - start
+        log = os.path.join(run.directory, "log.txt")
+        if returncode != 0:
+            detail = stderr.strip()[-3000:]
+            tail = _read_tail(log)
+            last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
+            if tail and (not detail or returncode < 0 or last.split(": ", 1)[-1].strip() not in detail):
+                detail += f"\nLast lines of {log}:\n{tail}"
+            self.fail(run, f"exit {returncode} after {took:.0f}s (log: {log})", detail + f"\nFull log: {log}")
+            return None
+        verdict = self.assess(run, train_record)
+        if verdict.action != "skip":
+            self.fail(run, f"dept.train exited 0 but its run does not verify: {verdict.short} (log: {log})",
+                      verdict.reason or "; ".join(verdict.notes))
+            return None
+        logger.info("done in %.0fs: %s", took, run.directory)
+        return verdict.record
+
+    def do_pair(self, pair, blocking):
+        """Train then evaluate one dataset and seed, under both runs' locks. False: deferred (locked)."""
+        locks = []
+        try:
+            for run in pair:
+                lock = FileLock(lock_path(run.directory))
+                try:
+                    lock.acquire(blocking=False)
+                except Busy:
+                    if not blocking:
+                        logger.info("deferred: %s is being run by another process (%s); this runner comes "
+                                    "back to it at the end", run.label, lock.holder() or "unknown")
+                        return False
+                    logger.info("waiting for %s (locked by %s)", run.label, lock.holder() or "another process")
+                    self.waiting_for = run
+                    try:
+                        lock.acquire(blocking=True)
+                    finally:
+                        self.waiting_for = None
+                locks.append(lock)
+            record = self.execute(pair[0], locks[0])
+            if record is not None:
+                self.execute(pair[1], locks[1], train_record=record)
+            return True
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def dry_run(self, pairs):
+        for train, test in pairs:
+            verdict = self.assess(train)
+            if verdict.action == "fail":
+                self.fail(train, verdict.short, verdict.reason)
+                continue
+            if verdict.action == "skip":
+                logger.info("skip (finished): %s", train.directory)
+                test_verdict = self.assess(test, verdict.record)
+            else:
+                for note in verdict.notes:
+                    logger.info("%s: %s", train.label, note)
+                logger.info("would run: %s", shlex.join(train.command))
+                test_verdict = Verdict("run")
+            if test_verdict.action == "skip":
+                logger.info("skip (finished): %s", test.directory)
+            elif test_verdict.action == "fail":
+                self.fail(test, test_verdict.short, test_verdict.reason)
+            else:
+                logger.info("would run: %s", shlex.join(test.command))
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def seeds_on_disk(self, grid, dataset):
+        parent = os.path.dirname(run_dir(self.output, "train_base", dataset, grid.shots, grid.trainer,
+                                         grid.variant, 0))
+        if not os.path.isdir(parent):
+            return []
+        found = (re.fullmatch(r"seed(\d+)", name) for name in os.listdir(parent))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def collect(self, grid, dataset):
+        """``SeedRuns`` for every seed of this grid cell found on disk (finished and verified only)."""
+        out = []
+        for seed in sorted(set(self.seeds_on_disk(grid, dataset))):
+            train, why = self.verified(self.make_run(grid, dataset, seed, "train_base"))
+            problems = [why] if why and why != "train_base: not run" else []
+            test = None
+            if train is not None:
+                test, why = self.verified(self.make_run(grid, dataset, seed, "test_new"), train)
+                problems += [why] if why else []
+            if train is not None or problems:
+                out.append(SeedRuns.from_records(seed, train, test, problems))
+        return out
+
+    def write_table(self, grid):
+        results = os.path.join(self.output, "base2new", "results")
+        stem = os.path.join(results, grid.stem)
+        # One writer at a time per table, reading the records after any other writer's: the last
+        # table written has every run finished before it.
+        with FileLock(os.path.join(results, f".{grid.stem}.lock")):
+            per_dataset = {d: self.collect(grid, d) for d in self.args.datasets}
+            rows = build_table(per_dataset, grid.trainer, grid.shots, grid.cfg_name,
+                               DEFAULT_CONFIGS.get(grid.trainer, DEFAULT_CONFIG), grid.options, self.args.seeds)
+            seeds = sorted({s for r in rows if r["dataset"] != "average" for s in r["seed_ids"].split()}, key=int)
+            title = (f"{grid.trainer} ({grid.variant}, {grid.shots} shots), "
+                     f"seeds found: {' '.join(seeds) or 'none'}")
+            if self.demo:
+                title += " - DEMO on random CLIP weights"
+            text = write_tables(rows, stem + ".csv", stem + ".md", title)
+        logger.info("results: %s.csv and %s.md", stem, stem)
+        return text
+
+    # -- all of it ---------------------------------------------------------------------------
+
+    def main(self):
+        a = self.args
+        for key in a.opts[0::2]:
+            if key in RUNNER_KEYS:
+                raise UsageError(f"{key} is set by the runner ({RUNNER_KEYS[key]}); do not pass it after --")
+        if not a.seeds or not a.datasets or not a.trainers:
+            raise UsageError("--seeds, --datasets and --trainers need at least one value each")
+        if self.demo:
+            logger.warning(DEMO_BANNER)
+            a.root, clip_path = prepare_demo(self.output, dry_run=a.dry_run)
+            a.datasets = ["digits"]
+            a.config = a.config or "demo_tiny"
+            self.runner_opts = ["MODEL.BACKBONE.PATH", clip_path]
+        grids = [self.make_grid(trainer) for trainer in a.trainers]
+        for grid in grids:
+            if grid.options:
+                logger.info("%s: options %s change the config: runs go to %s", grid.trainer,
+                            ", ".join(f"{k}={v}" for k, v in grid.options), grid.variant)
+        pairs = [tuple(self.make_run(grid, dataset, seed, stage) for stage in STAGES)
+                 for grid in grids for dataset in a.datasets for seed in a.seeds]
+        for run in (run for pair in pairs for run in pair):
+            try:
+                self.expected(run.argv)
+            except Exception as err:  # a dataset yaml that does not merge, ...
+                raise UsageError(f"{run.label}: its config cannot be built: {type(err).__name__}: {err}") from err
+        if a.dry_run:
+            self.dry_run(pairs)
+            return self.report()
+        deferred = [pair for pair in pairs if not self.do_pair(pair, blocking=False)]
+        for pair in deferred:
+            self.do_pair(pair, blocking=True)
+        print("\n".join(self.write_table(grid) for grid in grids))
+        if self.demo:
+            print(DEMO_BANNER)
+        return self.report()
+
+    def report(self):
+        if not self.failed:
+            return 0
+        lines = [f"{len(self.failed)} run(s) {'would fail' if self.args.dry_run else 'failed'}:"]
+        lines += [f"  {run.label}: {short}" for run, short in self.failed]
+        lines.append("Details are above and in the run folders' log.txt; fix the cause and run the same command "
+                     "again (finished runs are skipped).")
+        print("\n".join(lines))
+        return 1
+
+
+def final_checkpoint_problem(record, directory):
+    """None when the training run's final checkpoint is the file it wrote and it loads; else why not."""
+    checkpoint = record.get("checkpoint") or {}
+    path = checkpoint.get("path")
+    if not path:
+        return "its record names no final checkpoint"
+    # The record describes the folder it is in: a file it names inside the run's output folder is
+    # read from this folder (the same place unless the output root was moved or copied).
+    recorded_dir = flat_config(record.get("config") or "").get("OUTPUT_DIR") or ""
+    if recorded_dir and os.path.abspath(path).startswith(os.path.abspath(recorded_dir) + os.sep):
+        path = os.path.join(directory, os.path.relpath(path, recorded_dir))
+    if not os.path.isfile(path):
+        return f"{path} is missing"
+    if checkpoint.get("sha256") and sha256(path) != checkpoint["sha256"]:
+        return f"{path} is not the file the run wrote (its sha256 differs)"
+    from dept import checkpoint as checkpoints
+
+    check = getattr(checkpoints, "checkpoint_problem", None)
+    return check(path) if check is not None else None
+
+
+def prepare_demo(output, dry_run=False):
+    """The digits data and a tiny CLIP file under ``<output>/demo`` (written once, under a lock, so
+    two runners starting together on a fresh root do not race); returns (data root, CLIP path)."""
+    demo_dir = os.path.join(output, "demo")
+    root, clip_path = os.path.join(demo_dir, "data"), os.path.join(demo_dir, "tiny_clip.pt")
     if dry_run:
-        return True
-    keep_unfinished_log(directory)
-    os.makedirs(directory, exist_ok=True)
-    start = time.time()
-    # Dassl's logger writes the run's log.txt; keep the console quiet and point at that log.
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        logger.error("FAILED (%.0fs, exit %d): %s\n%s\nFull log: %s", time.time() - start, proc.returncode,
-                     directory, proc.stderr[-3000:], os.path.join(directory, "log.txt"))
+        return root, clip_path
+    from dept.datasets.digits import prepare_digits
+
+    with FileLock(os.path.join(demo_dir, ".prepare.lock")):
+        prepare_digits(root)
+        if not _loads(clip_path):
+            from dept.testing import save_tiny_clip
+
+            fd, tmp = tempfile.mkstemp(prefix=".tiny_clip.", suffix=".tmp", dir=demo_dir)
+            os.close(fd)
+            try:
+                save_tiny_clip(tmp)
+                os.replace(tmp, clip_path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+    return root, clip_path
+
+
+def _loads(path):
+    if not os.path.isfile(path):
         return False
-    logger.info("done in %.0fs: %s", time.time() - start, directory)
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated by an older, non-atomic writer: write it again
+        return False
     return True
 
 
-def prepare_demo(args):
-    """Write the digits dataset and a tiny CLIP file under the output root; set demo options."""
-    from dept.datasets.digits import prepare_digits
-    from dept.testing import save_tiny_clip
-
-    demo_dir = os.path.join(args.output, "demo")
-    os.makedirs(demo_dir, exist_ok=True)
-    args.root = os.path.join(demo_dir, "data")
-    prepare_digits(args.root)
-    clip_path = os.path.join(demo_dir, "tiny_clip.pt")
-    if not os.path.isfile(clip_path):
-        save_tiny_clip(clip_path)
-    args.datasets = ["digits"]
-    args.config = args.config or "demo_tiny"
-    args.opts = ["MODEL.BACKBONE.PATH", clip_path, *args.opts]
+def parse_args(argv=None):
+    """The runner's arguments, with relative paths resolved against the current folder (the caller's)."""
+    args = build_parser().parse_args(argv)
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    args.demo = args.demo or not args.root
+    args.output = os.path.abspath(os.path.expanduser(args.output))
+    args.configs_dir = os.path.abspath(os.path.expanduser(args.configs_dir))
+    if args.root and not args.demo:
+        args.root = os.path.abspath(os.path.expanduser(args.root))
+    return args
 
 
 def base2new(argv=None):
-    args = build_parser().parse_args(argv)
-    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    demo = args.demo or not args.root
-    if demo:
-        logger.warning(DEMO_BANNER)
-        prepare_demo(args)
-    failed = []
-    tables = []
-    for trainer in args.trainers:
-        cfg_name = args.config or DEFAULT_CONFIGS.get(trainer, "vit_b16_ep10_bs4_lr35")
-        per_seed = {}
-        for dataset in args.datasets:
-            per_seed[dataset] = {}
-            for seed in args.seeds:
-                train_dir = run_dir(args.output, "train_base", dataset, args.shots, trainer, cfg_name, seed)
-                test_dir = run_dir(args.output, "test_new", dataset, args.shots, trainer, cfg_name, seed)
-                ok = run_job(train_command(args, dataset, trainer, cfg_name, seed, train_dir),
-                             train_dir, "train_base", args.dry_run)
-                ok = ok and run_job(train_command(args, dataset, trainer, cfg_name, seed, test_dir, train_dir),
-                                    test_dir, "test_new", args.dry_run)
-                if not ok:
-                    failed.append((trainer, dataset, seed))
-                per_seed[dataset][seed] = (
-                    read_accuracy(os.path.join(train_dir, "log.txt"), after="Finish training"),
-                    read_accuracy(os.path.join(test_dir, "log.txt")),
-                )
-        rows = add_paper_numbers(summarize(per_seed), trainer)
-        stem = os.path.join(args.output, "base2new", "results", f"{trainer}_{cfg_name}_shots{args.shots}")
-        title = f"{trainer} ({cfg_name}, {args.shots} shots, seeds {' '.join(map(str, args.seeds))})"
-        if demo:
-            title += " - DEMO on random CLIP weights"
-        tables.append(write_tables(rows, stem + ".csv", stem + ".md", title))
-        logger.info("results: %s.csv and %s.md", stem, stem)
-    print("\n".join(tables))
-    if demo:
-        print(DEMO_BANNER)
-    if failed:
-        print(f"{len(failed)} run(s) failed: {failed}; their logs are in the run folders.")
-        return 1
-    return 0
+    args = parse_args(argv)
+    runner = Runner(args, args.demo)
+    previous = {s: signal.signal(s, runner.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return runner.main()
+    except Interrupted as err:
+        print(err.line(), file=sys.stderr)
+        return 128 + int(err.signum)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

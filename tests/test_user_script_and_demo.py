@@ -1,4 +1,4 @@
-"""DePT added to a user's own CoOp-style train.py, and the embedded demo through the runner."""
+"""DePT added to a user's own CoOp-style train.py (the runner's end-to-end tests: tests/test_runner_e2e.py)."""
 import os
 import subprocess
 import sys
@@ -59,43 +59,3 @@ def test_users_own_train_py_gains_dept_with_one_import_and_one_call(tmp_path, ti
     assert "N_CTX kept: 4 head: DePTHead" in proc.stdout
     assert "* accuracy:" in proc.stdout
     assert os.path.isfile(tmp_path / "out" / "PromptLearner" / "model.pth.tar-1")
-
-
-def test_demo_runs_end_to_end_and_writes_the_results_table(tmp_path):
-    env = dict(os.environ)
-    env.pop("DATA", None)
-    proc = subprocess.run([sys.executable, "-m", "dept", "base2new", "--seeds", "1", "--output", str(tmp_path)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANDOM weights" in proc.stdout
-    results = tmp_path / "base2new" / "results" / "CoOpDePT_demo_tiny_shots16.csv"
-    header, row = results.read_text().splitlines()[:2]
-    assert header.split(",")[:5] == ["dataset", "seeds", "base", "new", "hm"]
-    dataset, seeds, base, new, hm = row.split(",")[:5]
-    assert (dataset, seeds) == ("digits", "1") and 0 <= float(base) <= 100 and 0 <= float(new) <= 100
-    for stage in ("train_base", "test_new"):
-        log = tmp_path / "base2new" / stage / "digits" / "shots_16" / "CoOpDePT" / "demo_tiny" / "seed1" / "log.txt"
-        assert "* accuracy:" in log.read_text()
-    # a second run skips what finished
-    again = subprocess.run([sys.executable, "-m", "dept", "base2new", "--seeds", "1", "--output", str(tmp_path)],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("skip (finished)") == 2
-
-
-def test_base2new_on_dtd_through_the_runner(tmp_path, tiny_clip_file):
-    """A real dataset loader (DTD layout) through scripts/base2new.sh, with the paper's figures beside."""
-    root = make_dtd(str(tmp_path / "data"))
-    out = tmp_path / "output"
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "base2new.sh"), "--root", root, "--datasets", "dtd",
-                           "--seeds", "1", "2", "--shots", "2", "--config", "demo_tiny", "--output", str(out),
-                           "--", "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHON=sys.executable))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "DEMO" not in proc.stdout
-    table = (out / "base2new" / "results" / "CoOpDePT_demo_tiny_shots2.md").read_text()
-    dtd_row = next(line for line in table.splitlines() if line.startswith("| dtd |"))
-    assert dtd_row.split("|")[2].strip() == "2"  # both seeds finished
-    assert dtd_row.rstrip(" |").endswith("83.20 | 56.13 | 67.04")  # CoOp+DePT's DTD row in the paper
-    for seed in (1, 2):
-        assert (out / "base2new" / "test_new" / "dtd" / "shots_2" / "CoOpDePT" / "demo_tiny" / f"seed{seed}"
-                / "log.txt").is_file()

@@ -1,0 +1,109 @@
+"""The runner without training: variant folders, option checks, dry runs, demo preparation, child processes."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import REPO
+
+from dept.runner import Runner, base2new, parse_args, variant_name
+
+pytestmark = pytest.mark.dassl
+
+
+def grid_for(tmp_path, *opts, trainer="CoOpDePT", config="demo_tiny"):
+    args = parse_args(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--trainers", trainer,
+                       "--config", config, "--output", str(tmp_path / "out"), "--", *opts])
+    return Runner(args, demo=False).make_grid(trainer)
+
+
+def test_variant_names_are_sorted_filesystem_safe_and_hashed_when_long():
+    assert (variant_name("vit_b16_ep10_bs4_lr35", [("OPTIM.MAX_EPOCH", 5), ("DEPT.WEIGHT", 0.2)])
+            == "vit_b16_ep10_bs4_lr35+DEPT.WEIGHT=0.2+OPTIM.MAX_EPOCH=5")
+    assert variant_name("c", [("MODEL.BACKBONE.NAME", "ViT-B/16"), ("INPUT.SIZE", (64, 64))]) == \
+        "c+INPUT.SIZE=64,64+MODEL.BACKBONE.NAME=ViT-B_16"
+    many = [(f"TRAINER.SOMETHING_LONG_{i}", i) for i in range(12)]
+    long_name = variant_name("vit_b16_ep10_bs4_lr35", many)
+    assert len(long_name) <= 100 and long_name.startswith("vit_b16_ep10_bs4_lr35+TRAINER.SOMETHING_LONG_0=0+")
+    assert long_name != variant_name("vit_b16_ep10_bs4_lr35", many[:-1] + [("TRAINER.SOMETHING_LONG_11", 99)])
+    assert "/" not in long_name and " " not in long_name
+
+
+def test_only_options_that_change_the_resolved_config_name_a_variant(tmp_path):
+    assert grid_for(tmp_path).variant == "demo_tiny"
+    # demo_tiny already has 5 epochs and a tiny backbone: restating them changes nothing.
+    assert grid_for(tmp_path, "OPTIM.MAX_EPOCH", "5").variant == "demo_tiny"
+    grid = grid_for(tmp_path, "OPTIM.MAX_EPOCH", "1", "DEPT.WEIGHT", "0.2", "MODEL.BACKBONE.PATH", "/x/clip.pt",
+                    "TRAIN.PRINT_FREQ", "1")
+    assert grid.variant == "demo_tiny+DEPT.WEIGHT=0.2+OPTIM.MAX_EPOCH=1"  # paths and print frequency do not
+    assert grid.options == [("DEPT.WEIGHT", 0.2), ("OPTIM.MAX_EPOCH", 1)]
+
+
+@pytest.mark.parametrize("opts, says", [
+    (["SEED", "5"], "SEED is set by the runner (--seeds)"),
+    (["DATASET.NUM_SHOTS", "4"], "DATASET.NUM_SHOTS is set by the runner (--shots)"),
+    (["OPTIM.NO_SUCH_KEY", "1"], "the options after -- do not make a valid config"),
+])
+def test_options_the_runner_owns_or_that_do_not_exist_stop_before_anything_runs(tmp_path, capsys, opts, says):
+    code = base2new(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--config", "demo_tiny",
+                     "--output", str(tmp_path / "out"), "--", *opts])
+    assert code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_writes_nothing_not_even_the_demo_data(tmp_path):
+    env = dict(os.environ)
+    env.pop("DATA", None)
+    proc = subprocess.run([sys.executable, "-m", "dept", "base2new", "--seeds", "1", "--output", "out", "--dry-run"],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert os.listdir(tmp_path) == []
+    assert proc.stdout.count("would run: ") == 2
+    assert str(tmp_path / "out" / "base2new" / "train_base" / "digits") in proc.stdout  # relative to the cwd
+
+
+def test_two_runners_prepare_the_demo_at_once_on_a_fresh_root(tmp_path):
+    code = "import sys; from dept.runner import prepare_demo; print(prepare_demo(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    import torch
+
+    torch.load(str(tmp_path / "out" / "demo" / "tiny_clip.pt"), weights_only=True)
+    assert not [f for f in os.listdir(tmp_path / "out" / "demo") if f.endswith(".tmp")]
+    assert os.path.isfile(tmp_path / "out" / "demo" / "data" / "digits" / "split_zhou_Digits.json")
+
+
+PARENT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from dept.runner import child_setup
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    child = subprocess.Popen(sleeper, preexec_fn=child_setup(os.getpid()))
+    print(child.pid, flush=True)
+    time.sleep(120)
+""")
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_run_dies_with_its_runner():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the child outlived its runner"
