@@ -30,10 +30,9 @@ def main(argv=None):
 
         return base2new(rest)
     if command == "train":
-        from dept.train import main as train_main
+        from dept.train import cli
 
-        train_main(rest)
-        return 0
+        return cli(rest)
     if command == "dassl-fix":
         from dept.dassl_compat import main as dassl_fix_main
 
