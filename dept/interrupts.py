@@ -4,14 +4,18 @@
 ``deferred()`` (a training step and the checkpoint that may follow it) the signal is only noted:
 the training loop finishes the step, saves, and raises ``RunInterrupted`` itself, so a SLURM
 preemption or a Ctrl-C never loses more than the step in flight. A second signal while one is
-pending ends the run at once.
+pending ends the run at once, unless it is the same signal within ``REPEAT_S`` seconds: a scheduler
+(SLURM's scancel) signals every process of a job, so a run started by the runner receives the
+signal itself and again as the runner forwards it; that is one request to stop, not two.
 """
 import contextlib
 import signal
 import threading
+import time
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state = {"deferring": 0, "pending": None}
+REPEAT_S = 2.0
+_state = {"deferring": 0, "pending": None, "since": 0.0}
 
 
 class RunInterrupted(Exception):
@@ -36,8 +40,10 @@ class RunInterrupted(Exception):
 
 def _handler(signum, frame):
     if _state["deferring"] and _state["pending"] is None:
-        _state["pending"] = signum
+        _state["pending"], _state["since"] = signum, time.monotonic()
         return
+    if _state["pending"] == signum and time.monotonic() - _state["since"] < REPEAT_S:
+        return  # the same request delivered twice (directly and forwarded)
     raise RunInterrupted(signum)
 
 
