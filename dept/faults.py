@@ -1,7 +1,8 @@
 """Fault injection for the crash tests: stop this process at a named point, the n-th time it is reached.
 
-``DEPT_FAULT="<point>:<n>[:<signal>]"`` (e.g. ``step:7``, ``checkpoint:2:TERM``) sends the signal
-(default KILL) to this process when ``reached(point)`` is called for the n-th time. Points: ``step``
+``DEPT_FAULT="<point>:<n>[:<signal>[x<times>]]"`` (e.g. ``step:7``, ``checkpoint:2:TERM``,
+``step:4:TERMx2``) sends the signal (default KILL; ``x2``: twice, as a scheduler and a runner both
+deliver it) to this process when ``reached(point)`` is called for the n-th time. Points: ``step``
 (after a training step), ``checkpoint`` (after a checkpoint is written), ``test`` (before the final
 evaluation). Unset, ``reached`` costs one dictionary lookup.
 """
@@ -16,7 +17,8 @@ def _target():
     if not spec:
         return None
     point, n, *sig = spec.split(":")
-    return point, int(n), getattr(signal, f"SIG{sig[0]}" if sig else "SIGKILL")
+    name, _, times = (sig[0] if sig else "KILL").partition("x")
+    return point, int(n), getattr(signal, f"SIG{name}"), int(times or 1)
 
 
 def reached(point):
@@ -25,4 +27,5 @@ def reached(point):
         return
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] == target[1]:
-        os.kill(os.getpid(), target[2])
+        for _ in range(target[3]):
+            os.kill(os.getpid(), target[2])

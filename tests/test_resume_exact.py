@@ -92,8 +92,9 @@ def test_killed_run_resumes_bit_identical(setup, reference, fault):
     assert_identical(final_state(out), reference)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigterm_mid_epoch_saves_and_resumes_bit_identical(setup, reference, workers, tmp_path):
+@pytest.mark.parametrize("workers, signal", [(0, "TERM"), (2, "TERM"), (0, "TERMx2")])
+def test_sigterm_mid_epoch_saves_and_resumes_bit_identical(setup, reference, workers, signal, tmp_path):
+    """TERMx2: the signal arrives twice at once (the scheduler's and the runner's forward): still one stop."""
     base, root, clip_file = setup
     ref = reference
     if workers:  # DataLoader workers draw their own random streams: compare with a reference using them
@@ -103,7 +104,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_bit_identical(setup, reference, wor
         ref = final_state(ref_out)
     out = tmp_path / "terminated"
     cmd = command(root, out, clip_file, "DATALOADER.NUM_WORKERS", str(workers))
-    stopped = launch(cmd, "step:4:TERM")  # epoch 2, after its first batch
+    stopped = launch(cmd, f"step:4:{signal}")  # epoch 2, after its first batch
     assert stopped.returncode == 143
     assert "Traceback" not in stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1]
