@@ -223,7 +223,7 @@ def build_ours(job, clip_model):
         model.dept_head = DePTHead.from_options(model.embed_dim, job["classnames"], opts)
     model.text_encoding = job["path"]
     for name, param in model.named_parameters():
-        param.requires_grad_(any(key in name for key in opts.names_to_update))
+        param.requires_grad_(name.startswith(("prompt_learner.", "dept_head.")))
     model.to(clip_model.logit_scale.device)
     return model, build_optimizer(model, cfg.OPTIM, opts)
 
@@ -319,7 +319,7 @@ def run_job(job):
             loss = model(images, labels)
         else:
             image_features = model.encode_image(images)
-            text_features = model.encode_text(image_features)
+            text_features = model.encode_text()
             itm = model.itm_logits(image_features, text_features)
             if model.dept_head is not None:
                 losses = model.dept_head.losses(itm, image_features, text_features, labels, model.logit_scale)

@@ -35,7 +35,6 @@ FORMAT = "dept/1"
 POINTER = "checkpoint"
 INTERRUPTED = "model-interrupted.pth.tar"
 BEST = "model-best.pth.tar"
-OFFICIAL_NAMES = ("PromptLearner", "prompt_learner", "MultiModalPromptLearner")
 # Official DePT module names -> ours.
 OFFICIAL_KEY_MAP = (
     ("film_lp_img.", "dept_head.film_img."),

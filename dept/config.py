@@ -36,8 +36,9 @@ def _dept_node():
     dept.LR_MULT = 6.5
     dept.BASE_LR_MULT = 1.0
     dept.NEW_LAYERS = ["linear_probe", "film"]
-    # A parameter trains iff its qualified name contains one of these (everything else is frozen).
-    dept.NAMES_TO_UPDATE = ["prompt_learner", "linear_probe", "film"]
+    # What trains: [] = the method's own parameters (its prefixes, e.g. prompt_learner.) and, with
+    # DePT, the head (dept_head.); else a parameter trains iff its name contains one of these.
+    dept.NAMES_TO_UPDATE = []
     # Text encoder path (dept.text_encoder), all exact: auto | shared_prefix | truncated | full.
     # auto = the prefix every class shares ([SOS] + context) run once where the context is generic and
     # the name at the end, else truncated; truncated = up to the last EOT; full = all 77 positions.
@@ -45,7 +46,7 @@ def _dept_node():
     return dept
 
 
-def _coop_node():
+def coop_node():
     coop = CN()
     coop.N_CTX = 16  # number of learned context vectors (M in CoOp)
     coop.CSC = False  # class-specific context: one context per class
@@ -90,13 +91,28 @@ def _get(cfg, dotted):
     return node
 
 
-def _add_missing(node, defaults):
-    """Copy keys of ``defaults`` that ``node`` lacks; never overwrite a user's value."""
+def add_missing(node, defaults):
+    """Copy keys of ``defaults`` (a dict or CfgNode) that ``node`` lacks; never overwrite a user's value."""
     for key, value in defaults.items():
         if key not in node:
             node[key] = value
         elif isinstance(value, CN) and isinstance(node[key], CN):
-            _add_missing(node[key], value)
+            add_missing(node[key], value)
+
+
+
+def _method_classes():
+    """Every registered trainer that declares its own config keys (``add_config``), ours or a user's."""
+    try:
+        from dassl.engine import TRAINER_REGISTRY
+    except ModuleNotFoundError:
+        return []
+    seen, out = set(), []
+    for obj in TRAINER_REGISTRY._obj_map.values():
+        if isinstance(obj, type) and hasattr(obj, "add_config") and obj not in seen:
+            seen.add(obj)
+            out.append(obj)
+    return out
 
 
 def add_dept_config(cfg):
@@ -107,32 +123,35 @@ def add_dept_config(cfg):
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     linear_probe, film = _official_aliases()
-    _add_missing(cfg, CN({"DEPT": _dept_node()}))
-    _add_missing(cfg.MODEL.BACKBONE, CN({
+    add_missing(cfg, CN({"DEPT": _dept_node()}))
+    add_missing(cfg.MODEL.BACKBONE, CN({
         # A local CLIP checkpoint (JIT archive or state dict). "" = download/cache by backbone name;
         # the environment variable DEPT_CLIP_PATH is used when this is empty.
         "PATH": "",
         # Where named backbones are cached ("" = ~/.cache/clip, as the clip package does).
         "CACHE_DIR": "",
     }))
-    _add_missing(cfg.DATASET, CN({
+    add_missing(cfg.DATASET, CN({
         "SUBSAMPLE_CLASSES": "all",  # all | base | new (CoOp)
         # Before the first step, check every image the run will read: "quick" (header and end of
         # file: catches absent, empty, non-image and truncated files), "full" (decode), "none".
         "CHECK_IMAGES": "quick",
     }))
-    _add_missing(cfg.TRAIN, CN({
+    add_missing(cfg.TRAIN, CN({
         # Strict determinism on GPU (torch.use_deterministic_algorithms, no cuDNN autotuning):
         # slower, but a run and its resumed twin agree bit for bit on GPU as they do on CPU.
         "DETERMINISTIC": False,
     }))
-    _add_missing(cfg.TRAINER, CN({
-        "COOP": _coop_node(),
+    add_missing(cfg.TRAINER, CN({
+        "COOP": coop_node(),  # CoOp's keys are also the default method node (dept.engine.PromptTrainer)
         "LINEAR_PROBE": linear_probe,
         "FILM": film,
-        "NAMES_TO_UPDATE": list(cfg.DEPT.NAMES_TO_UPDATE),
+        # the official default: every official method's prompt learner, the head and cwT
+        "NAMES_TO_UPDATE": ["prompt_learner", "linear_probe", "film"],
     }))
-    _add_missing(cfg.OPTIM, CN({"LR_EXP": cfg.DEPT.LR_MULT}))
+    for method in _method_classes():
+        method.add_config(cfg)
+    add_missing(cfg.OPTIM, CN({"LR_EXP": cfg.DEPT.LR_MULT}))
     if was_frozen:
         cfg.freeze()
     return cfg
@@ -204,8 +223,6 @@ def _check_values(values):
         raise ValueError(f"DEPT.LR_MULT (official OPTIM.LR_EXP) must be > 0, got {values['LR_MULT']!r}")
     if not values["BASE_LR_MULT"] > 0:
         raise ValueError(f"DEPT.BASE_LR_MULT (official OPTIM.BASE_LR_MULT) must be > 0, got {values['BASE_LR_MULT']!r}")
-    if not values["NAMES_TO_UPDATE"]:
-        raise ValueError("DEPT.NAMES_TO_UPDATE (official TRAINER.NAMES_TO_UPDATE) is empty: nothing would train.")
 
 
 def dept_options(cfg):

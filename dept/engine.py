@@ -35,7 +35,6 @@ from dept.checkpoint import (
     BEST,
     FORMAT,
     INTERRUPTED,
-    OFFICIAL_NAMES,
     CorruptCheckpoint,
     checkpoint_epochs,
     find_checkpoint,
@@ -83,11 +82,35 @@ def file_summary(path, checkpoint):
 
 
 class PromptTrainer(TrainerX):
-    """Base Dassl trainer of the CoOp family (CoOp itself is this with ``PromptCLIP``)."""
+    """Base Dassl trainer of the CoOp family (CoOp itself is this with ``PromptCLIP``).
+
+    What a method owns, as class attributes (nothing central names a method):
+    """
 
     model_cls = PromptCLIP
-    method_key = "COOP"  # config node under TRAINER holding N_CTX, PREC, ...
+    #: the config node under TRAINER holding N_CTX, PREC, ... (added by ``add_config``)
+    method_key = "COOP"
+    #: what it trains: parameters whose names start with these (all else is frozen)
+    trainable = ("prompt_learner.",)
+    #: its checkpoint folder, and its DePT variant's (the official code's names)
     checkpoint_name = "prompt_learner"
+    dept_checkpoint_name = "PromptLearner"
+    #: other folders its official checkpoints may be in, tried after ``checkpoint_name``
+    official_checkpoint_names = ("prompt_learner", "PromptLearner")
+    #: the base-to-new config the runner uses (configs/trainers/<trainer>/<default_config>.yaml)
+    default_config = "vit_b16_ep10_bs4_lr35"
+    #: its name in the paper's tables (dept/reference/dept_paper_*.csv); None: not in them
+    paper_method = None
+    #: the config of the tiny demo and of the tests (configs/trainers/<trainer>/<demo_config>.yaml)
+    demo_config = "demo_tiny"
+
+    @classmethod
+    def add_config(cls, cfg):
+        """Add this method's keys (``TRAINER.<method_key>``) where missing: the single source of
+        its defaults, each commented. CoOp's: ``dept.config.coop_node``."""
+        from dept.config import add_missing, coop_node
+
+        add_missing(cfg.TRAINER, {"COOP": coop_node()})
 
     @property
     def method_cfg(self):
@@ -130,7 +153,7 @@ class PromptTrainer(TrainerX):
         self.model = self.build_custom_model(clip_model, self.dm.dataset.classnames)
         self.model.text_encoding = cfg.DEPT.TEXT_ENCODING
         for name, param in self.model.named_parameters():
-            param.requires_grad_(any(key in name for key in self.opts.names_to_update))
+            param.requires_grad_(self.trains(name))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         logger.info("%d trainable parameters: %s", trainable,
                     sorted(n for n, p in self.model.named_parameters() if p.requires_grad))
@@ -142,6 +165,13 @@ class PromptTrainer(TrainerX):
 
     def build_custom_model(self, clip_model, classnames):
         return self.model_cls(clip_model, classnames, self.method_cfg)
+
+    def trains(self, name):
+        """Whether parameter ``name`` trains: the method's prefixes, or (official semantics) any
+        DEPT.NAMES_TO_UPDATE / TRAINER.NAMES_TO_UPDATE entry contained in the name, when set."""
+        if self.opts.names_to_update:
+            return any(key in name for key in self.opts.names_to_update)
+        return name.startswith(self.trainable)
 
     # -- one forward, then losses or prediction ----------------------------------------------
     def losses(self, features, labels):
@@ -293,7 +323,8 @@ class PromptTrainer(TrainerX):
         if not directory:
             raise ValueError("No model directory: pass --model-dir with the output directory of a training run.")
         best = self.cfg.TEST.FINAL_MODEL == "best_val"
-        path = find_checkpoint(directory, [self.checkpoint_name, *OFFICIAL_NAMES], epoch, best=best)
+        names = [self.checkpoint_name, *(n for n in self.official_checkpoint_names if n != self.checkpoint_name)]
+        path = find_checkpoint(directory, names, epoch, best=best)
         try:
             checkpoint = read_checkpoint(path)
         except CorruptCheckpoint as err:

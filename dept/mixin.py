@@ -51,7 +51,8 @@ def _host(cls):
 class DePTMixin:
     """DePT for any CoOp-family trainer: ``class XDePT(DePTMixin, X): pass`` (see the module doc)."""
 
-    checkpoint_name = "PromptLearner"  # as the official DePT trainers register their model
+    #: the DePT head's parameters, trained beside the method's own
+    dept_trainable = ("dept_head.",)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -68,7 +69,12 @@ class DePTMixin:
                             "methods would shadow DePT's and it would train without the CAT head.")
         from dept.engine import PromptTrainer
 
-        if issubclass(cls, PromptTrainer) or issubclass(cls, ConventionDePT):
+        if issubclass(cls, PromptTrainer):
+            # as the official DePT trainers register their model, and the head trains too
+            cls.checkpoint_name = host.dept_checkpoint_name
+            cls.trainable = tuple(host.trainable) + cls.dept_trainable
+            return
+        if issubclass(cls, ConventionDePT):
             return
         if DePTMixin not in cls.__bases__:
             raise TypeError(f"{cls.__name__}: for a trainer that is not a dept PromptTrainer ({host.__name__}), "

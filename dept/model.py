@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dept.head import itm_logits
+from dept.image_encoder import encode_image
 from dept.prompts import ContextPrompt
 from dept.text_encoder import TextEncoder, encode_prompts
 
@@ -34,11 +35,12 @@ class Features:
 
 
 class PromptCLIP(nn.Module):
-    """Frozen CLIP image and text encoders around a learned ``prompt_learner``."""
+    """Frozen CLIP image and text encoders around a learned ``prompt_learner``.
 
-    #: True when the prompts do not depend on the image, so text features can be computed once
-    #: per evaluation instead of once per test batch.
-    image_independent_text = True
+    The prompt learner gives ``Prompts`` (``dept.prompts``); this model hands them to the two
+    encoders. A method changes what its prompt learner gives, not this forward pass.
+    """
+
     #: Text encoding path (DEPT.TEXT_ENCODING): auto | shared_prefix | truncated | full; all exact.
     text_encoding = "auto"
 
@@ -59,16 +61,28 @@ class PromptCLIP(nn.Module):
             csc=method_cfg.CSC, position=method_cfg.CLASS_TOKEN_POSITION,
         )
 
-    def encode_image(self, images):
-        """Image features (B×D, not normalised). The encoder is frozen: no autograd graph."""
-        images = images.type(self.dtype)
-        if any(p.requires_grad for p in self.image_encoder.parameters()):
-            return self.image_encoder(images)
-        with torch.no_grad():
-            return self.image_encoder(images)
+    @property
+    def image_independent_text(self):
+        """True when the text does not depend on the image: computed once per evaluation."""
+        return not self.prompt_learner.conditional
 
-    def encode_text(self, image_features=None):
-        """Text features of every class (C×D, not normalised); cached during evaluation.
+    def encode_image(self, images, prompts=None):
+        """Image features (B×D, not normalised), with the prompts' visual tokens if any.
+
+        Without autograd when nothing before the features can learn: no visual prompts and a frozen
+        encoder. Visual prompts that train need the graph through the frozen blocks.
+        """
+        images = images.type(self.dtype)
+        visual = prompts.visual if prompts is not None else None
+        deep = prompts.deep_visual if prompts is not None else ()
+        trains = (visual is not None and (visual.requires_grad or any(d.requires_grad for d in deep))) \
+            or any(p.requires_grad for p in self.image_encoder.parameters())
+        with contextlib.nullcontext() if trains and torch.is_grad_enabled() else torch.no_grad():
+            return encode_image(self.image_encoder, images, visual, deep)
+
+    def encode_text(self, prompts=None):
+        """Text features of every class (C×D, or B×C×D for conditioned prompts, not normalised);
+        cached during evaluation.
 
         The path is ``text_encoding`` (DEPT.TEXT_ENCODING, "auto" when unset): the prefix shared
         by every class is encoded once where the prompts have one, otherwise the transformer runs
@@ -76,7 +90,7 @@ class PromptCLIP(nn.Module):
         """
         if self._text_cache is not None:
             return self._text_cache
-        return encode_prompts(self.text_encoder, self.prompt_learner, self.text_encoding)
+        return encode_prompts(self.text_encoder, self.prompt_learner, self.text_encoding, prompts)
 
     def itm_logits(self, image_features, text_features):
         return itm_logits(image_features, text_features, self.logit_scale)
@@ -99,9 +113,11 @@ class PromptCLIP(nn.Module):
             self._text_cache = None
 
     def features(self, images):
-        """The one forward pass per batch (``Features``)."""
-        image = self.encode_image(images)
-        text = self.encode_text(image)
+        """The one forward pass per batch (``Features``): prompts, then both encoders."""
+        prompts = self.prompt_learner.prompts()
+        image = self.encode_image(images, prompts)
+        prompts = self.prompt_learner.condition(prompts, image)
+        text = self.encode_text(prompts)
         return Features(image, text, self.itm_logits(image, text))
 
     def forward(self, images):

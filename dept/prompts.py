@@ -1,9 +1,17 @@
-"""CoOp's learned context: prompt embeddings "[SOS] ctx_1 ... ctx_M classname . [EOT]".
+"""Prompts as data, and CoOp's learned context "[SOS] ctx_1 ... ctx_M classname . [EOT]".
 
-Shared by every CoOp-family method; a method that conditions or deepens the context subclasses
-``ContextPrompt`` and overrides only what differs.
+A prompt learner hands the two encoders a ``Prompts`` value per forward pass: the text context,
+per-layer deep text prompts, first-layer visual tokens and per-layer deep visual tokens, each
+optional. The encoders (``dept.text_encoder``, ``dept.image_encoder``) know nothing of methods;
+a method is what it puts in ``Prompts`` (CoOp: a context; CoCoOp: a context per image; MaPLe: all
+four, the visual ones projected from the text ones).
+
+``ContextPrompt`` is the context every CoOp-family method shares; a method that conditions or
+deepens it subclasses it and overrides only what differs.
 """
 import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,15 +34,37 @@ def name_lengths(classnames):
     return [len(tokenizer.encode(name)) for name in classnames]
 
 
+@dataclass
+class Prompts:
+    """What a prompt learner gives the encoders for one forward pass.
+
+    ``ctx``: the text context, M×W (every class), C×M×W (class-specific) or B×M×W (per image, so
+    the text features are B×C×D); ``deep_text``: per-layer M×W prompts replacing positions 1..M at
+    the input of text layers 1..J-1; ``visual``: K×Wv tokens appended after the patch tokens;
+    ``deep_visual``: per-layer K×Wv tokens replacing them at the input of visual layers 1..J-1.
+    """
+
+    ctx: Optional[torch.Tensor] = None
+    deep_text: Sequence[torch.Tensor] = ()
+    visual: Optional[torch.Tensor] = None
+    deep_visual: Sequence[torch.Tensor] = ()
+
+
 class ContextPrompt(nn.Module):
     """Learned context vectors (generic M×W or class-specific C×M×W) around the class name.
 
     ``CTX_INIT`` words initialise the context from their token embeddings (and fix M); otherwise
-    N(0, 0.02²), as CoOp. The fixed token embeddings (SOS; class name, '.', EOT, padding) are
+    N(0, 0.02²), as CoOp. With ``init_n_ctx`` (MaPLe, IVLP) M stays ``n_ctx`` and only the first M
+    words become learned vectors: "a photo of a" with M = 2 learns "a photo" and keeps "of a" as
+    fixed tokens after it. The fixed token embeddings (SOS; class name, '.', EOT, padding) are
     buffers rebuilt from the current class names, never saved.
     """
 
-    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end"):
+    #: True when the context depends on the image (``condition``), so text is encoded per image.
+    conditional = False
+
+    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end",
+                 init_n_ctx=False):
         super().__init__()
         dtype = clip_model.dtype
         width = clip_model.ln_final.weight.shape[0]
@@ -42,7 +72,7 @@ class ContextPrompt(nn.Module):
             raise ValueError(f"CLASS_TOKEN_POSITION must be end, middle or front; got '{position}'")
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(ctx_init.split(" "))
+            n_ctx = n_ctx if init_n_ctx else len(ctx_init.split(" "))
             with torch.no_grad():
                 embedding = clip_model.token_embedding(tokenize([ctx_init])).type(dtype)
             ctx = embedding[0, 1:1 + n_ctx, :].clone()
@@ -73,9 +103,9 @@ class ContextPrompt(nn.Module):
         self.register_buffer("token_prefix", embedding[:, :1, :], persistent=False)  # SOS
         self.register_buffer("token_suffix", embedding[:, 1 + self.n_ctx:, :], persistent=False)
 
-    def context(self):
-        """The context per class (C×M×W); subclasses condition it (e.g. on the image)."""
-        ctx = self.ctx
+    def context(self, ctx=None):
+        """The context per class (C×M×W) of ``ctx`` (default: the learned one)."""
+        ctx = self.ctx if ctx is None else ctx
         return ctx.unsqueeze(0).expand(self.n_cls, -1, -1) if ctx.dim() == 2 else ctx
 
     def assemble(self, ctx):
@@ -95,6 +125,14 @@ class ContextPrompt(nn.Module):
 
     def forward(self):
         return self.assemble(self.context())
+
+    def prompts(self):
+        """This learner's ``Prompts`` (CoOp: the context alone)."""
+        return Prompts(ctx=self.ctx)
+
+    def condition(self, prompts, image_features):
+        """``Prompts`` for these images (only ``conditional`` learners change them)."""
+        return prompts
 
     def shared_prefix(self, ctx=None):
         """The prompts as the prefix every class shares plus each class's rest, or None.

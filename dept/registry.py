@@ -98,3 +98,20 @@ def register(registry, obj, name=None, aliases=()):
                 [n for n in names if n != key] or "its import path only",
             )
     return reachable
+
+
+def dept_trainers():
+    """{class name: class} of the trainers this package registered (as held now; aliases once).
+
+    The common tests iterate over this, as timm's iterate ``list_models()``: a new method is
+    checked by them as soon as it registers, without editing a table.
+    """
+    from dassl.engine import TRAINER_REGISTRY
+
+    import dept.trainers  # noqa: F401  (registers them)
+
+    found = {}
+    for name, obj in _ours(TRAINER_REGISTRY).items():
+        if TRAINER_REGISTRY._obj_map.get(name) is obj and name == obj.__name__:
+            found[name] = obj
+    return dict(sorted(found.items()))

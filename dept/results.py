@@ -54,8 +54,24 @@ def harmonic_mean(base, new):
     return 2 * base * new / (base + new) if base and new else 0.0
 
 
+def trainer_class(name):
+    """The registered trainer class called ``name``, or None (not registered, or no Dassl)."""
+    try:
+        from dassl.engine import TRAINER_REGISTRY
+    except ModuleNotFoundError:
+        return None
+    return TRAINER_REGISTRY._obj_map.get(name)
+
+
 def paper_method(trainer):
-    """('CoOp', 1) for CoOpDePT / ExtrasLinearProbeCoOp, ('CoOp', 0) for CoOp."""
+    """(the paper's method name, 1 with DePT / 0 without): what the trainer class says
+    (``paper_method``, and whether it is a DePT variant); for a name no class claims, its spelling
+    (``<Method>DePT`` / ``ExtrasLinearProbe<Method>`` with DePT)."""
+    cls = trainer_class(trainer)
+    if cls is not None and getattr(cls, "paper_method", None):
+        from dept.mixin import DePTMixin
+
+        return cls.paper_method, int(issubclass(cls, DePTMixin))
     if trainer.startswith("ExtrasLinearProbe"):
         return trainer[len("ExtrasLinearProbe"):], 1
     if trainer.endswith("DePT"):

@@ -56,8 +56,7 @@ logger = logging.getLogger(__name__)
 
 ALL_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-DEFAULT_CONFIG = "vit_b16_ep10_bs4_lr35"
-DEFAULT_CONFIGS = {"CoOp": DEFAULT_CONFIG, "CoOpDePT": DEFAULT_CONFIG, "ExtrasLinearProbeCoOp": DEFAULT_CONFIG}
+DEFAULT_CONFIG = "vit_b16_ep10_bs4_lr35"  # for a trainer that names none (``default_config``)
 REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 STAGES = ("train_base", "test_new")
 # Keys this runner sets on every run, and the flag that sets them.
@@ -75,6 +74,13 @@ DEMO_BANNER = (
     "handwritten digits (base 0-4, new 5-9) on a tiny CLIP with RANDOM weights. Its accuracies only show "
     "that the pipeline works; they say nothing about DePT. Point --root at real data for real numbers."
 )
+
+
+def default_config(trainer):
+    """The trainer's own base-to-new config name (its class's ``default_config``)."""
+    from dept.results import trainer_class
+
+    return getattr(trainer_class(trainer), "default_config", None) or DEFAULT_CONFIG
 
 
 def build_parser():
@@ -301,7 +307,7 @@ class Runner:
 
     def make_grid(self, trainer):
         a = self.args
-        cfg_name = a.config or DEFAULT_CONFIGS.get(trainer, DEFAULT_CONFIG)
+        cfg_name = a.config or default_config(trainer)
         for path in (os.path.join(a.configs_dir, "trainers", trainer, f"{cfg_name}.yaml"),
                      *(os.path.join(a.configs_dir, "datasets", f"{d}.yaml") for d in a.datasets)):
             if not os.path.isfile(path):
@@ -539,7 +545,7 @@ class Runner:
         with FileLock(os.path.join(results, f".{grid.stem}.lock")):
             per_dataset = {d: self.collect(grid, d) for d in self.args.datasets}
             rows = build_table(per_dataset, grid.trainer, grid.shots, grid.cfg_name,
-                               DEFAULT_CONFIGS.get(grid.trainer, DEFAULT_CONFIG), grid.options, self.args.seeds)
+                               default_config(grid.trainer), grid.options, self.args.seeds)
             seeds = sorted({s for r in rows if r["dataset"] != "average" for s in r["seed_ids"].split()}, key=int)
             title = (f"{grid.trainer} ({grid.variant}, {grid.shots} shots), "
                      f"seeds found: {' '.join(seeds) or 'none'}")

@@ -224,23 +224,33 @@ def deep_prompt_hook(deep):
     return hook
 
 
-def encode_prompts(text_encoder, prompt_learner, mode="auto", deep=()):
-    """Text features of a prompt learner's prompts, by the path ``mode`` names (all exact).
+def encode_prompts(text_encoder, prompt_learner, mode="auto", prompts=None):
+    """Text features of a prompt learner's ``Prompts``, by the path ``mode`` names (all exact).
 
-    "auto": the shared prefix where ``prompt_learner.shared_prefix()`` has one (generic context,
+    ``prompts`` (default: ``prompt_learner.prompts()``) gives the context (M×W; B×M×W when the
+    learner is ``conditional``, giving B×C×D features) and the per-layer deep prompts.
+    "auto": the shared prefix where ``prompt_learner.shared_prefix(ctx)`` has one (generic context,
     class name at the end), else the truncated path (class-specific context, name in the middle or
     front: the prefix differs between classes); "shared_prefix" insists on the former;
     "truncated" runs up to the last EOT; "full" runs all 77 positions as the official code does.
     """
     if mode not in TEXT_ENCODINGS:
         raise ValueError(f"DEPT.TEXT_ENCODING must be one of {TEXT_ENCODINGS}; got '{mode}'")
-    parts = prompt_learner.shared_prefix() if mode in ("auto", "shared_prefix") else None
+    prompts = prompt_learner.prompts() if prompts is None else prompts
+    deep = prompts.deep_text
+    parts = prompt_learner.shared_prefix(prompts.ctx) if mode in ("auto", "shared_prefix") else None
     if parts is not None:
         return text_encoder.encode_shared(parts, deep=deep)
     if mode == "shared_prefix":
         raise ValueError("DEPT.TEXT_ENCODING is shared_prefix but these prompts share no prefix across "
                          "classes (class-specific context, or the class name is not at the end): use auto.")
-    return text_encoder(prompt_learner(), prompt_learner.tokenized_prompts, truncate=mode != "full", deep=deep)
+    tokens, truncate = prompt_learner.tokenized_prompts, mode != "full"
+    if not prompt_learner.conditional:
+        return text_encoder(prompt_learner.assemble(prompt_learner.context(prompts.ctx)), tokens, truncate, deep)
+    n_cls = len(tokens)  # one context per image: every class's prompt for every image, in one batch
+    sequences = torch.cat([prompt_learner.assemble(c.unsqueeze(0).expand(n_cls, -1, -1)) for c in prompts.ctx])
+    features = text_encoder(sequences, tokens.repeat(len(prompts.ctx), 1), truncate, deep)
+    return features.view(len(prompts.ctx), n_cls, -1)
 
 
 TEXT_ENCODINGS = ("auto", "shared_prefix", "truncated", "full")

@@ -21,7 +21,12 @@ def test_defaults_match_the_official_code():
     assert (opts.weight, opts.fusion, opts.head, opts.cwt) == (0.7, "logits", "linear", True)
     assert (opts.staged_lr, opts.lr_mult, opts.base_lr_mult) == (True, 6.5, 1.0)
     assert opts.new_layers == ("linear_probe", "film")
-    assert opts.names_to_update == ("prompt_learner", "linear_probe", "film")
+    # what trains is each method's own (its prefixes, plus the head with DePT) unless set
+    assert opts.names_to_update == ()
+    assert cfg.TRAINER.NAMES_TO_UPDATE == ["prompt_learner", "linear_probe", "film"]  # the official default
+    from dassl.engine import TRAINER_REGISTRY
+
+    assert TRAINER_REGISTRY.get("CoOpDePT").trainable == ("prompt_learner.", "dept_head.")
     assert cfg.TRAINER.COOP.N_CTX == 16 and cfg.TRAINER.COOP.PREC == "fp16"
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
 

@@ -18,6 +18,7 @@ def prompt_learner(clip_model, names=("dog", "golden retriever", "sea lion", "x-
 
 
 def test_deep_text_prompts_give_the_same_features_on_every_path(clip_model):
+    from dept.prompts import Prompts
     from dept.text_encoder import TextEncoder, encode_prompts
 
     learner = prompt_learner(clip_model)
@@ -25,7 +26,7 @@ def test_deep_text_prompts_give_the_same_features_on_every_path(clip_model):
     deep = [torch.randn(2, 64, requires_grad=True) for _ in range(2)]  # layers 1 and 2
     results = {}
     for mode in ("full", "truncated", "shared_prefix"):
-        features = encode_prompts(encoder, learner, mode, deep=deep)
+        features = encode_prompts(encoder, learner, mode, Prompts(ctx=learner.ctx, deep_text=deep))
         grads = torch.autograd.grad(features.square().sum(), [learner.ctx, *deep])
         results[mode] = (features, grads)
     reference = results["full"]

@@ -8,6 +8,8 @@ from dept.registry import register
 class CoOp(PromptTrainer):
     """Context Optimization: learned context vectors before the class name, ITM loss."""
 
+    paper_method = "CoOp"
+
 
 class CoOpDePT(DePTMixin, CoOp):
     """CoOp + DePT (Zhang et al., CVPR 2024, https://arxiv.org/abs/2309.07439)."""
