@@ -50,6 +50,10 @@ class CoOpDataset(DatasetBase):
     """
 
     dataset_dir = ""
+    #: the hand-crafted prompt of zero-shot CLIP for this dataset (CoOp's CUSTOM_TEMPLATES); methods
+    #: that differ name theirs in ``method_templates`` ({trainer paper name: template}).
+    template = "a photo of a {}."
+    method_templates = {}
     image_subdir = "images"
     split_file = ""
     pieces = ()

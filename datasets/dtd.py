@@ -11,6 +11,9 @@ from .report import folder_piece, split_piece
 class DescribableTextures(CoOpDataset):
     """DTD (Cimpoi et al., CVPR 2014) as CoOp reads it: ``dtd/images/<class>/*.jpg``."""
 
+    template = "{} texture."
+    method_templates = {"KgCoOp": "a photo of a {}, a type of texture."}  # KgCoOp's own table
+
     dataset_dir = "dtd"
     image_subdir = "images"
     split_file = "split_zhou_DescribableTextures.json"

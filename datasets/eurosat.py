@@ -25,6 +25,8 @@ RENAMED_FOLDERS = {
 class EuroSAT(CoOpDataset):
     """EuroSAT RGB (Helber et al., 2019) with CoOp's renamed classes and 50/20/30 split."""
 
+    template = "a centered satellite photo of {}."
+
     dataset_dir = "eurosat"
     image_subdir = "2750"
     split_file = "split_zhou_EuroSAT.json"

@@ -32,6 +32,8 @@ def read_variant_list(path):
 class FGVCAircraft(CoOpDataset):
     """FGVC-Aircraft 2013b (Maji et al., 2013) at the variant level, with its official splits."""
 
+    template = "a photo of a {}, a type of aircraft."
+
     dataset_dir = "fgvc_aircraft"
     image_subdir = "images"
     expected_classes = 100

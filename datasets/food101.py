@@ -11,6 +11,8 @@ from .report import folder_piece, split_piece
 class Food101(CoOpDataset):
     """Food-101 (Bossard et al., ECCV 2014) with CoOp's 50/20/30 split of all 101,000 images."""
 
+    template = "a photo of {}, a type of food."
+
     dataset_dir = "food-101"
     image_subdir = "images"
     split_file = "split_zhou_Food101.json"

@@ -15,6 +15,8 @@ class OxfordFlowers(CoOpDataset):
     json is listed so that ``data check`` and ``fetch-splits`` complete the CoOp layout.
     """
 
+    template = "a photo of a {}, a type of flower."
+
     dataset_dir = "oxford_flowers"
     image_subdir = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"

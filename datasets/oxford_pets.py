@@ -11,6 +11,8 @@ from .report import folder_piece, split_piece
 class OxfordPets(CoOpDataset):
     """Oxford-IIIT Pets (Parkhi et al., CVPR 2012); class = breed from the file name, lower-cased."""
 
+    template = "a photo of a {}, a type of pet."
+
     dataset_dir = "oxford_pets"
     image_subdir = "images"
     split_file = "split_zhou_OxfordPets.json"

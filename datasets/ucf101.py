@@ -21,6 +21,8 @@ def ucf101_classname(action):
 class UCF101(CoOpDataset):
     """UCF101 (Soomro et al., 2012) as still images: CoOp's extracted middle frames."""
 
+    template = "a photo of a person doing {}."
+
     dataset_dir = "ucf101"
     image_subdir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"

@@ -251,12 +251,12 @@ def normalize_state_dict(checkpoint):
     state = checkpoint["state_dict"]
     if checkpoint.get("format") == FORMAT:
         return dict(state)
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    if not any(k.startswith(("prompt_learner.", "image_encoder.", "text_encoder.", "logit_scale")) for k in state):
+        # the official baselines (CoOp, CoCoOp, KgCoOp) register the prompt learner alone
+        state = {f"prompt_learner.{k}": v for k, v in state.items()}
     out = {}
     for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
-        if key in ("ctx", "token_prefix", "token_suffix", "token_midfix"):  # baseline CoOp file
-            key = "prompt_learner." + key
         for old, new in OFFICIAL_KEY_MAP:
             if key.startswith(old):
                 key = new + key[len(old):]

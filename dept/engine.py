@@ -166,6 +166,13 @@ class PromptTrainer(TrainerX):
     def build_custom_model(self, clip_model, classnames):
         return self.model_cls(clip_model, classnames, self.method_cfg)
 
+    def class_template(self):
+        """The dataset's hand-crafted prompt ("a photo of a {}, a type of pet."), this method's own
+        where the dataset names one (``method_templates``), for methods that read frozen CLIP text."""
+        dataset = self.dm.dataset
+        own = (getattr(dataset, "method_templates", None) or {}).get(self.paper_method or type(self).__name__)
+        return own or getattr(dataset, "template", None) or "a photo of a {}."
+
     def trains(self, name):
         """Whether parameter ``name`` trains: the method's prefixes, or (official semantics) any
         DEPT.NAMES_TO_UPDATE / TRAINER.NAMES_TO_UPDATE entry contained in the name, when set."""
