@@ -3,8 +3,9 @@
 Importing this package (``import dept.datasets``) registers every dataset under the name the CoOp
 family uses (``DescribableTextures``, ``ImageNet``, ...), idempotently and next to a user's own
 CoOp datasets (see ``dept.registry``). The shared machinery lives in ``base`` (``CoOpDataset``),
-``splits``, ``fewshot``, ``images``, ``report`` and ``checksums``; each other module holds one
-dataset (``imagenet_family`` what ImageNet and its variants share). The imports below load
+``splits``, ``fewshot``, ``images``, ``report``, ``checksums`` and ``check`` (``python -m dept
+data``); each other module holds one dataset (``imagenet_family`` what ImageNet and its variants
+share). The imports below load
 every dataset module, which is what registers them.
 """
 from .base import CoOpDataset

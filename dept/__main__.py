@@ -38,7 +38,7 @@ def main(argv=None):
 
         return dassl_fix_main(rest)
     if command == "data":
-        from dept.data_check import main as data_main
+        from dept.datasets.check import main as data_main
 
         return data_main(rest)
     print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)

@@ -9,11 +9,10 @@ import pytest
 pytest.importorskip("dassl")
 
 from dept.datasets import BENCHMARK, DescribableTextures, ImageNetA  # noqa: E402
+from dept.datasets import check as data_check  # noqa: E402
 from dept.datasets.checksums import Checksum, canonical_content, git_blob_sha1, verify_bytes  # noqa: E402
 from dept.datasets.report import Piece  # noqa: E402
 from dept.datasets.testing import build_tree  # noqa: E402
-
-from dept import data_check  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 

@@ -10,12 +10,11 @@ import pytest
 
 pytest.importorskip("dassl")
 
+from dept.datasets import check as data_check  # noqa: E402
 from dept.datasets.digits import SPLIT_FILE, prepare_digits  # noqa: E402
 from dept.datasets.fewshot import _save  # noqa: E402
 from dept.datasets.images import find_bad_images  # noqa: E402
 from dept.datasets.splits import SPLITS, read_split_entries  # noqa: E402
-
-from dept import data_check  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 

@@ -48,7 +48,6 @@ def _registered(name):
 
     The image-check error of every such dataset points to ``data check --dataset <its name>``."""
     from dassl.data.datasets import DATASET_REGISTRY
-
     from dept.datasets import CoOpDataset
 
     if name not in DATASET_REGISTRY.registered_names():
