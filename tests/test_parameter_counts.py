@@ -1,0 +1,55 @@
+"""Each method trains exactly the official number of parameters at ViT-B/16 size.
+
+The counts are the official implementations' (Koorye/DePT; official_code_notes.md 1.8 and 2.5):
+CoOp 16×512 context; CoCoOp 4×512 context + meta-net 512→32→512; KgCoOp 4×512; MaPLe 3,555,072 at
+depth 9 with 2 context tokens; with DePT, + cwT (2·2·512) + head (512·C + C). Built on a CLIP of
+ViT-B/16's shape with random weights (the counts do not depend on the weights).
+"""
+import os
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.dassl
+
+VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+               context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+CLASSES = [f"class {i}" for i in range(50)]  # 50 base classes, as Caltech101's
+HEAD = 2 * 2 * 512 + 512 * len(CLASSES) + len(CLASSES)
+OFFICIAL = {
+    "CoOp": 16 * 512,
+    "CoCoOp": 4 * 512 + (512 * 32 + 32) + (32 * 512 + 512),
+    "KgCoOp": 4 * 512,
+    "MaPLe": 3_555_072,
+}
+
+
+@pytest.fixture(scope="module")
+def vit_b16():
+    import torch
+    from clip.model import CLIP
+
+    torch.manual_seed(0)
+    return CLIP(**VIT_B16).float().eval()
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "CoOpDePT", "CoCoOp", "CoCoOpDePT", "KgCoOp", "KgCoOpDePT",
+                                     "MaPLe", "MaPLeDePT"])
+def test_trainable_parameters_are_the_official_count(trainer, vit_b16, tmp_path):
+    from dept.config import dept_options
+    from dept.head import DePTHead
+    from dept.mixin import DePTMixin
+    from dept.registry import dept_trainers
+    from dept.train import build_parser, setup_cfg
+
+    cls = dept_trainers()[trainer]
+    cfg = setup_cfg(build_parser().parse_args(
+        ["--config-file", os.path.join(REPO, "configs", "trainers", trainer, f"{cls.default_config}.yaml")]))
+    method_cfg = cfg.TRAINER[cls.method_key]
+    kwargs = {"template": "a photo of a {}."} if trainer.startswith("KgCoOp") else {}
+    model = cls.model_cls(vit_b16, CLASSES, method_cfg, **kwargs)
+    if issubclass(cls, DePTMixin):
+        model.dept_head = DePTHead.from_options(model.embed_dim, CLASSES, dept_options(cfg))
+    count = sum(p.numel() for name, p in model.named_parameters() if name.startswith(cls.trainable))
+    expected = OFFICIAL[cls.paper_method] + (HEAD if issubclass(cls, DePTMixin) else 0)
+    assert count == expected
