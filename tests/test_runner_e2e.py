@@ -311,3 +311,18 @@ def test_demo_runs_end_to_end_and_writes_the_results_table(tmp_path):
         run = tmp_path / "out" / "base2new" / stage / "digits" / "shots_16" / "CoOpDePT" / "demo_tiny" / "seed1"
         assert "* accuracy:" in (run / "log.txt").read_text()
     assert not os.path.exists(os.path.join(REPO, "out"))
+
+
+def test_the_new_methods_run_through_the_runner_with_no_other_change(trained, tmp_path):
+    cmd = command(trained, tmp_path / "output")
+    at = cmd.index("--config")
+    cmd[at:at] = ["--trainers", "KgCoOpDePT", "MaPLe"]
+    ok(subprocess.run(cmd, timeout=900, **runner()))
+    for trainer in ("KgCoOpDePT", "MaPLe"):
+        path = tmp_path / "output" / "base2new" / "results" / f"{trainer}_{VARIANT}_shots2.csv"
+        dtd = {row["dataset"]: row for row in csv.DictReader(path.open())}["dtd"]
+        assert dtd["seeds"] == "1" and 0 <= float(dtd["base"]) <= 100 and 0 <= float(dtd["new"]) <= 100
+        assert "paper figures omitted: 2 shots (paper: 16)" in dtd["note"]
+        run = tmp_path / "output" / "base2new" / "train_base" / "dtd" / "shots_2" / trainer / VARIANT / "seed1"
+        with open(run / "dept_run.json") as f:
+            assert json.load(f)["trainer"] == trainer
