@@ -103,6 +103,8 @@ class PromptTrainer(TrainerX):
     paper_method = None
     #: the config of the tiny demo and of the tests (configs/trainers/<trainer>/<demo_config>.yaml)
     demo_config = "demo_tiny"
+    #: False for a method that learns nothing (zero-shot CLIP): evaluated as built, never trained
+    trained = True
 
     @classmethod
     def add_config(cls, cfg):
@@ -150,6 +152,7 @@ class PromptTrainer(TrainerX):
         if size != (clip_size, clip_size):
             raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}×{clip_size}-pixel "
                              f"images: set INPUT.SIZE ({clip_size}, {clip_size}).")
+        clip_model.to(self.device)  # what a method computes once from the frozen CLIP, it computes there
         self.model = self.build_custom_model(clip_model, self.dm.dataset.classnames)
         self.model.text_encoding = cfg.DEPT.TEXT_ENCODING
         for name, param in self.model.named_parameters():
@@ -158,8 +161,11 @@ class PromptTrainer(TrainerX):
         logger.info("%d trainable parameters: %s", trainable,
                     sorted(n for n, p in self.model.named_parameters() if p.requires_grad))
         self.model.to(self.device)
-        self.optim = build_optimizer(self.model, cfg.OPTIM, self.opts)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        if self.trained:
+            self.optim = build_optimizer(self.model, cfg.OPTIM, self.opts)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        else:
+            self.optim = self.sched = None
         self.register_model(self.checkpoint_name, self.model, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None
 
@@ -300,12 +306,25 @@ class PromptTrainer(TrainerX):
         return result
 
     # -- checkpoints -------------------------------------------------------------------------
+    def method_state(self):
+        """What a method carries across epochs besides its tensors, as tensors and plain values
+        (PromptSRC's prompt aggregation); saved in every checkpoint, restored on resume."""
+        return None
+
+    def load_method_state(self, state):
+        """Restore what ``method_state`` saved (None when it saved nothing)."""
+
     def _state_extras(self, batch=0):
         return {
             "batch": batch, "rng": rng_state(), "config": self.cfg.dump(), "trainer": type(self).__name__,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "best_result": float(self.best_result),
+            "best_result": float(self.best_result), "method_state": self.method_state(),
         }
+
+    def train(self):
+        if not self.trained:
+            raise ValueError(f"{type(self).__name__} learns nothing: evaluate it with --eval-only (no --model-dir).")
+        super().train()
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         folder = os.path.join(directory, self.checkpoint_name)
@@ -387,6 +406,7 @@ class PromptTrainer(TrainerX):
         if self.scaler is not None and checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.best_result = checkpoint.get("best_result", self.best_result)
+        self.load_method_state(checkpoint.get("method_state"))
         epoch, batch = progress(checkpoint)
         if batch:
             self._resume_batch, self._resume_rng, self._epoch_rng = batch, checkpoint["rng"], checkpoint["epoch_rng"]

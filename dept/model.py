@@ -44,9 +44,9 @@ class PromptCLIP(nn.Module):
     #: Text encoding path (DEPT.TEXT_ENCODING): auto | shared_prefix | truncated | full; all exact.
     text_encoding = "auto"
 
-    def __init__(self, clip_model, classnames, method_cfg):
+    def __init__(self, clip_model, classnames, method_cfg, **prompt_kwargs):
         super().__init__()
-        self.prompt_learner = self.build_prompt_learner(clip_model, classnames, method_cfg)
+        self.prompt_learner = self.build_prompt_learner(clip_model, classnames, method_cfg, **prompt_kwargs)
         self.image_encoder = clip_model.visual
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
@@ -55,7 +55,7 @@ class PromptCLIP(nn.Module):
         self.dept_head = None
         self._text_cache = None
 
-    def build_prompt_learner(self, clip_model, classnames, method_cfg):
+    def build_prompt_learner(self, clip_model, classnames, method_cfg, **kwargs):
         return ContextPrompt(
             classnames, clip_model, n_ctx=method_cfg.N_CTX, ctx_init=method_cfg.CTX_INIT,
             csc=method_cfg.CSC, position=method_cfg.CLASS_TOKEN_POSITION,
@@ -90,7 +90,15 @@ class PromptCLIP(nn.Module):
         """
         if self._text_cache is not None:
             return self._text_cache
+        prompts = self.prompt_learner.prompts() if prompts is None else prompts
+        if prompts.text is not None:  # fixed text, encoded once when the model was built
+            return prompts.text
         return encode_prompts(self.text_encoder, self.prompt_learner, self.text_encoding, prompts)
+
+    def adapt_image(self, image_features):
+        """What a method does to the image features after the encoder (CLIP-Adapter's residual
+        adapter); the identity for prompt methods."""
+        return image_features
 
     def itm_logits(self, image_features, text_features):
         return itm_logits(image_features, text_features, self.logit_scale)
@@ -115,7 +123,7 @@ class PromptCLIP(nn.Module):
     def features(self, images):
         """The one forward pass per batch (``Features``): prompts, then both encoders."""
         prompts = self.prompt_learner.prompts()
-        image = self.encode_image(images, prompts)
+        image = self.adapt_image(self.encode_image(images, prompts))
         prompts = self.prompt_learner.condition(prompts, image)
         text = self.encode_text(prompts)
         return Features(image, text, self.itm_logits(image, text))

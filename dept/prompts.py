@@ -41,13 +41,16 @@ class Prompts:
     ``ctx``: the text context, M×W (every class), C×M×W (class-specific) or B×M×W (per image, so
     the text features are B×C×D); ``deep_text``: per-layer M×W prompts replacing positions 1..M at
     the input of text layers 1..J-1; ``visual``: K×Wv tokens appended after the patch tokens;
-    ``deep_visual``: per-layer K×Wv tokens replacing them at the input of visual layers 1..J-1.
+    ``deep_visual``: per-layer K×Wv tokens replacing them at the input of visual layers 1..J-1;
+    ``text``: C×D text features already computed (fixed, hand-crafted text: VPT, CLIP-Adapter,
+    zero-shot CLIP), so the text encoder does not run.
     """
 
     ctx: Optional[torch.Tensor] = None
     deep_text: Sequence[torch.Tensor] = ()
     visual: Optional[torch.Tensor] = None
     deep_visual: Sequence[torch.Tensor] = ()
+    text: Optional[torch.Tensor] = None
 
 
 class ContextPrompt(nn.Module):
@@ -155,3 +158,37 @@ class ContextPrompt(nn.Module):
         else:
             prefix = torch.cat([sos.expand(ctx.shape[0], -1, -1), ctx], dim=1)
         return SharedPrefix(prefix, self.token_suffix, self.suffix_lengths)
+
+
+class FixedTextPrompt(nn.Module):
+    """Hand-crafted text ("a photo of a {}.", one template or an ensemble), encoded once by the frozen
+    CLIP when built: the text side of zero-shot CLIP, VPT and CLIP-Adapter.
+
+    With several templates, each class's feature is the mean of its normalised template features,
+    normalised again (zero-shot CLIP's ensemble). ``visual`` / ``deep_visual``: learned visual
+    prompts for a subclass (VPT); none here.
+    """
+
+    conditional = False
+
+    def __init__(self, classnames, clip_model, templates=("a photo of a {}.",)):
+        super().__init__()
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        device = clip_model.logit_scale.device
+        names = [name.replace("_", " ") for name in classnames]
+        with torch.no_grad():
+            per_template = []
+            for template in templates:
+                features = clip_model.encode_text(tokenize([template.format(n) for n in names]).to(device))
+                per_template.append(features / features.norm(dim=-1, keepdim=True))
+            text = torch.stack(per_template).mean(dim=0) if len(templates) > 1 else per_template[0]
+            if len(templates) > 1:
+                text = text / text.norm(dim=-1, keepdim=True)
+        self.templates = templates
+        self.register_buffer("text_features", text, persistent=False)
+
+    def prompts(self):
+        return Prompts(text=self.text_features)
+
+    def condition(self, prompts, image_features):
+        return prompts

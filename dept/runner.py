@@ -83,6 +83,13 @@ def default_config(trainer):
     return getattr(trainer_class(trainer), "default_config", None) or DEFAULT_CONFIG
 
 
+def learns_nothing(trainer):
+    """True for a trainer evaluated as built (``trained = False``: zero-shot CLIP)."""
+    from dept.train import _learns_nothing
+
+    return _learns_nothing(trainer)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m dept base2new", description=__doc__.splitlines()[0])
     p.add_argument("--root", default=os.environ.get("DATA", ""),
@@ -288,7 +295,9 @@ class Runner:
                 "--dataset-config-file", os.path.join(a.configs_dir, "datasets", f"{dataset}.yaml"),
                 "--config-file", os.path.join(a.configs_dir, "trainers", grid.trainer, f"{grid.cfg_name}.yaml"),
                 "--output-dir", out]
-        if stage == "test_new":
+        if learns_nothing(grid.trainer):  # zero-shot CLIP: both stages evaluate the model as built
+            argv += ["--eval-only"]
+        elif stage == "test_new":
             train_dir = run_dir(self.output, "train_base", dataset, grid.shots, grid.trainer, grid.variant, seed)
             argv += ["--eval-only", "--model-dir", train_dir]
         argv += ["DATASET.NUM_SHOTS", str(grid.shots),
@@ -355,7 +364,9 @@ class Runner:
             if (record.get("result") or {}).get("accuracy") is None:
                 return Verdict("run", short="finished without a result",
                                notes=["its record says finished but holds no result: it is run again"])
-            if run.stage == "train_base":
+            if learns_nothing(run.grid.trainer):
+                pass  # nothing trained, nothing to verify beyond the config
+            elif run.stage == "train_base":
                 problem = final_checkpoint_problem(record, d)
                 if problem:
                     return Verdict("run", short="final checkpoint unusable",

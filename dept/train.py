@@ -136,9 +136,16 @@ def setup_cfg(args):
     return cfg
 
 
-def check_args(args):
+def _learns_nothing(trainer):
+    """True for a registered trainer that is evaluated as built (zero-shot CLIP)."""
+    from dept.results import trainer_class
+
+    return getattr(trainer_class(trainer), "trained", True) is False
+
+
+def check_args(args, trainer=""):
     """The command-line mistakes that would otherwise give a number for a model that was never trained."""
-    if args.eval_only and not args.model_dir and not args.untrained:
+    if args.eval_only and not args.model_dir and not args.untrained and not _learns_nothing(trainer or args.trainer):
         raise ValueError(
             "--eval-only needs --model-dir: the output directory of a training run"
             + (" (it was given but empty: an unset shell variable?)" if args.model_dir == "" and "--model-dir" in
@@ -234,8 +241,8 @@ def main(argv=None):
     args._argv = None if argv is None else list(argv)
     import dept  # noqa: F401  (registers trainers and datasets)
 
-    check_args(args)
     cfg = setup_cfg(args)
+    check_args(args, cfg.TRAINER.NAME)
     setup_logging()
     check_cfg(cfg, eval_only=args.eval_only)
     mode = "eval" if args.eval_only else "train"
@@ -314,7 +321,10 @@ def _run(args, cfg, record, ran):
     trainer = ran["trainer"] = build_trainer(cfg)
     record["clip"] = getattr(trainer, "clip_info", None)
     if args.eval_only:
-        if args.untrained:
+        if not getattr(trainer, "trained", True):
+            if args.model_dir:
+                raise ValueError(f"{cfg.TRAINER.NAME} learns nothing, so there is no model to load: drop --model-dir.")
+        elif args.untrained:
             note = "UNTRAINED: evaluated as initialised (--untrained), no checkpoint loaded"
             logger.warning(note)
             record["notes"].append(note)

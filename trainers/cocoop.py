@@ -40,7 +40,7 @@ class ConditionalPrompt(ContextPrompt):
 
 
 class CoCoOpCLIP(PromptCLIP):
-    def build_prompt_learner(self, clip_model, classnames, method_cfg):
+    def build_prompt_learner(self, clip_model, classnames, method_cfg, **kwargs):
         return ConditionalPrompt(classnames, clip_model, n_ctx=method_cfg.N_CTX, ctx_init=method_cfg.CTX_INIT)
 
 

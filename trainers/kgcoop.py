@@ -51,7 +51,6 @@ class KgCoOp(PromptTrainer):
         add_missing(cfg.TRAINER, {"COOP": node})
 
     def build_custom_model(self, clip_model, classnames):
-        clip_model.to(self.device)  # the reference features are computed where the run computes
         return self.model_cls(clip_model, classnames, self.method_cfg, template=self.class_template())
 
 

@@ -56,7 +56,7 @@ class MultiModalPrompt(ContextPrompt):
 
 
 class MaPLeCLIP(PromptCLIP):
-    def build_prompt_learner(self, clip_model, classnames, method_cfg):
+    def build_prompt_learner(self, clip_model, classnames, method_cfg, **kwargs):
         return MultiModalPrompt(classnames, clip_model, n_ctx=method_cfg.N_CTX, ctx_init=method_cfg.CTX_INIT,
                                 depth=method_cfg.PROMPT_DEPTH)
 
