@@ -32,6 +32,8 @@ _IMAGES = ("ILSVRC-2012 from https://image-net.org (registration required): extr
 class ImageNet(ImageNetFamily):
     """ImageNet as CoOp reads it: train = ``images/train``, val = test = ``images/val``."""
 
+    template_in_ensemble = False  # zero-shot CLIP's ensemble replaces ImageNet's own template
+
     dataset_dir = "imagenet"
     image_subdir = "images"
     expected_classes = 1000

@@ -243,18 +243,19 @@ def set_rng_state(state):
 
 # -- official checkpoints ------------------------------------------------------------------------
 
-def normalize_state_dict(checkpoint):
+def normalize_state_dict(checkpoint, rename=None):
     """State dict in our key names: official full-model or prompt-only checkpoints mapped over.
 
-    Frozen CLIP weights and the class-name token buffers of official checkpoints are dropped.
+    ``rename`` maps a method's own official names to ours first (the method knows them: e.g. IVLP's
+    prompts live in ``image_encoder.VPT`` officially); then the DePT head's official names are
+    mapped, and frozen CLIP weights and the class-name token buffers are dropped.
     """
     state = checkpoint["state_dict"]
     if checkpoint.get("format") == FORMAT:
         return dict(state)
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    if not any(k.startswith(("prompt_learner.", "image_encoder.", "text_encoder.", "logit_scale")) for k in state):
-        # the official baselines (CoOp, CoCoOp, KgCoOp) register the prompt learner alone
-        state = {f"prompt_learner.{k}": v for k, v in state.items()}
+    if rename is not None:
+        state = rename(state)
     out = {}
     for key, value in state.items():
         for old, new in OFFICIAL_KEY_MAP:

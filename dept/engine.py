@@ -179,6 +179,25 @@ class PromptTrainer(TrainerX):
         own = (getattr(dataset, "method_templates", None) or {}).get(self.paper_method or type(self).__name__)
         return own or getattr(dataset, "template", None) or "a photo of a {}."
 
+    #: what the official implementation saves: "prompt_learner" (the baselines save their prompt
+    #: learner alone, keyed ``ctx``, ``meta_net...``), another child's name, or "" (the whole model)
+    official_checkpoint_part = "prompt_learner"
+
+    @staticmethod
+    def official_names(state):
+        """A method's official parameter names -> ours (identity where they are the same)."""
+        return state
+
+    @classmethod
+    def official_state(cls, state):
+        """A checkpoint of the official implementation in our names (before the DePT head's names are
+        mapped and the frozen weights dropped)."""
+        part = cls.official_checkpoint_part
+        whole = ("prompt_learner.", "image_encoder.", "text_encoder.", "logit_scale", "film_lp_", "linear_probe_")
+        if part and not any(k.startswith((*whole, f"{part}.")) for k in state):
+            state = {f"{part}.{k}": v for k, v in state.items()}
+        return cls.official_names(state)
+
     def trains(self, name):
         """Whether parameter ``name`` trains: the method's prefixes, or (official semantics) any
         DEPT.NAMES_TO_UPDATE / TRAINER.NAMES_TO_UPDATE entry contained in the name, when set."""
@@ -359,7 +378,7 @@ class PromptTrainer(TrainerX):
                                           f"last good state; the base2new runner does this itself), or pass "
                                           f"--load-epoch with one of the epochs saved there: {epochs}") from err
         logger.info("Loading %s (epoch %s)", path, checkpoint.get("epoch"))
-        self.apply_state(normalize_state_dict(checkpoint), checkpoint)
+        self.apply_state(normalize_state_dict(checkpoint, self.official_state), checkpoint)
         self.loaded_checkpoint = file_summary(path, checkpoint)
 
     def apply_state(self, state, checkpoint):

@@ -73,6 +73,7 @@ class DePTMixin:
             # as the official DePT trainers register their model, and the head trains too
             cls.checkpoint_name = host.dept_checkpoint_name
             cls.trainable = tuple(host.trainable) + cls.dept_trainable
+            cls.official_checkpoint_part = ""  # the official DePT trainers save the whole model
             return
         if issubclass(cls, ConventionDePT):
             return

@@ -58,7 +58,12 @@ def test_official_checkpoint_loads_without_executing_pickled_code(tmp_path):
 
 
 def test_baseline_coop_checkpoint_keys_are_mapped():
-    state = normalize_state_dict({"state_dict": {"ctx": torch.zeros(1), "token_prefix": torch.zeros(1)}})
+    """The official baselines save their prompt learner alone: its bare keys are the prompt learner's
+    (the trainer's ``official_state`` says so; the token buffers are dropped)."""
+    from dept.engine import PromptTrainer
+
+    checkpoint = {"state_dict": {"ctx": torch.zeros(1), "token_prefix": torch.zeros(1)}}
+    state = normalize_state_dict(checkpoint, PromptTrainer.official_state)
     assert list(state) == ["prompt_learner.ctx"]
 
 

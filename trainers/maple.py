@@ -69,6 +69,7 @@ class MaPLe(PromptTrainer):
     paper_method = "MaPLe"
     checkpoint_name = dept_checkpoint_name = "MultiModalPromptLearner"  # the official name, both
     official_checkpoint_names = ("MultiModalPromptLearner",)
+    official_checkpoint_part = ""  # the whole model
     default_config = "vit_b16_c2_ep10_batch4_2ctx"
 
     @classmethod
