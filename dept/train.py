@@ -81,12 +81,43 @@ def read_config_file(path, _chain=()):
         raise FileNotFoundError(f"{err} (named by _BASE_ in '{path}')") from None
 
 
+def _int_to_float(node, data):
+    """yacs refuses an int where the default is a float (``GPA_MEAN: 15`` against 15.0): the same
+    number, so let it through as a float (in place, recursively)."""
+    from yacs.config import CfgNode
+
+    for key, value in data.items():
+        target = node.get(key) if isinstance(node, CfgNode) else None
+        if isinstance(target, CfgNode) and isinstance(value, dict):
+            _int_to_float(target, value)
+        elif isinstance(target, float) and isinstance(value, int) and not isinstance(value, bool):
+            data[key] = float(value)
+    return data
+
+
 def merge_config_file(cfg, path):
     """``cfg.merge_from_file`` that follows ``_BASE_`` (see ``read_config_file``)."""
     from yacs.config import CfgNode
 
     for data in read_config_file(path):
-        cfg.merge_from_other_cfg(CfgNode(data))
+        cfg.merge_from_other_cfg(CfgNode(_int_to_float(cfg, data)))
+
+
+def merge_options(cfg, opts):
+    """``cfg.merge_from_list`` with ints accepted for float keys (see ``_int_to_float``)."""
+    from yacs.config import CfgNode
+
+    opts = list(opts or [])
+    for i in range(1, len(opts), 2):
+        *parents, leaf = str(opts[i - 1]).split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, CfgNode) else None
+        value = CfgNode._decode_cfg_value(opts[i]) if isinstance(opts[i], str) else opts[i]
+        if isinstance(node, CfgNode) and isinstance(node.get(leaf), float) and isinstance(value, int) \
+                and not isinstance(value, bool):
+            opts[i] = float(value)
+    cfg.merge_from_list(opts)
 
 
 def _mentioned(args):
@@ -130,7 +161,7 @@ def setup_cfg(args):
     if args.seed is not None:
         opts += ["SEED", args.seed]
     cfg.merge_from_list(opts)
-    cfg.merge_from_list(args.opts or [])
+    merge_options(cfg, args.opts)
     sync_aliases(cfg, _mentioned(args))
     cfg.freeze()
     return cfg

@@ -104,3 +104,15 @@ def test_yaml_configs_inherit_through_base(tmp_path):
     (tmp_path / "orphan.yaml").write_text("_BASE_: missing.yaml\n")
     with pytest.raises(FileNotFoundError, match="named by _BASE_ in"):
         setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "orphan.yaml")]))
+
+
+def test_an_integer_where_the_default_is_a_float_is_accepted(tmp_path):
+    """The original PromptSRC yaml writes GPA_MEAN: 15 (an int) where the default is 15.0; yacs alone refuses."""
+    from dept.train import build_parser, setup_cfg
+
+    (tmp_path / "p.yaml").write_text("TRAINER:\n  PROMPTSRC:\n    GPA_MEAN: 6\n    TEXT_LOSS_WEIGHT: 25\n")
+    cfg = setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "p.yaml"),
+                                               "TRAINER.PROMPTSRC.GPA_STD", "10", "DEPT.WEIGHT", "1"]))
+    assert (cfg.TRAINER.PROMPTSRC.GPA_MEAN, cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT) == (6.0, 25.0)
+    assert cfg.TRAINER.PROMPTSRC.GPA_STD == 10.0 and cfg.DEPT.WEIGHT == 1.0
+    assert isinstance(cfg.OPTIM.MAX_EPOCH, int)

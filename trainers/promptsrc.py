@@ -87,11 +87,10 @@ class PromptSRC(PromptTrainer):
         from dept.config import add_missing
 
         node = ivlp_node(n_ctx=4, depth=9)
-        # integers, as the original's defaults, so its yaml files merge
-        node.TEXT_LOSS_WEIGHT = 25  # weight of L_SCL-text (L1 to the frozen template features)
-        node.IMAGE_LOSS_WEIGHT = 10  # weight of L_SCL-image (L1 to the frozen image features)
-        node.GPA_MEAN = 15  # GPA: the Gaussian's mean, in epochs (1-based)
-        node.GPA_STD = 1  # GPA: its standard deviation, in epochs
+        node.TEXT_LOSS_WEIGHT = 25.0  # weight of L_SCL-text (L1 to the frozen template features)
+        node.IMAGE_LOSS_WEIGHT = 10.0  # weight of L_SCL-image (L1 to the frozen image features)
+        node.GPA_MEAN = 15.0  # GPA: the Gaussian's mean, in epochs (1-based)
+        node.GPA_STD = 1.0  # GPA: its standard deviation, in epochs
         add_missing(cfg.TRAINER, {"PROMPTSRC": node})
 
     # -- Gaussian-weighted prompt aggregation (cross-epoch state: dept.engine hooks) --------------
