@@ -277,28 +277,78 @@ def _md_value(value):
     return text.replace("|", "\\|")
 
 
-def render_csv(rows):
+def render_csv(rows, columns=COLUMNS):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_value(row.get(c)) for c in COLUMNS])
+        writer.writerow([_csv_value(row.get(c)) for c in columns])
     return out.getvalue()
 
 
-def render_markdown(rows, title):
-    lines = [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_md_value(row.get(c)) for c in COLUMNS) + " |" for row in rows]
-    warnings = [(row["dataset"], n) for row in rows if row["dataset"] != "average" for n in row["warnings"]]
+def render_markdown(rows, title, columns=COLUMNS):
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_value(row.get(c)) for c in columns) + " |" for row in rows]
+    warnings = [(row["dataset"], n) for row in rows if row["dataset"] != "average" for n in row.get("warnings", ())]
     if warnings:
         lines += ["", "**WARNING: the runs' records carry notes; read them before using these numbers:**", ""]
         lines += [f"- **{dataset}**: {note}" for dataset, note in warnings]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows, csv_path, md_path, title):
+def write_tables(rows, csv_path, md_path, title, columns=COLUMNS):
     """Write both tables atomically (a reader sees the old table or the new one, whole)."""
-    text = render_markdown(rows, title)
-    write_text(csv_path, render_csv(rows))
+    text = render_markdown(rows, title, columns)
+    write_text(csv_path, render_csv(rows, columns))
     write_text(md_path, text)
     return text
+
+
+# -- every method side by side ---------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ("dataset", "method", "base", "new", "hm", "dept_base", "dept_new", "dept_hm", "dept_gain_hm",
+                   "paper_hm", "paper_dept_hm", "hm_vs_paper", "dept_hm_vs_paper", "note")
+
+
+def _difference(a, b):
+    return None if a is None or b is None else a - b
+
+
+def build_summary(tables):
+    """Every method of this run side by side, from ``{trainer: its table's rows}``.
+
+    Per dataset (and the average): the zero-shot rows first (the reference), then each method
+    without and with DePT (``base``/``new``/``hm`` and ``dept_*``), DePT's gain in H, the paper's H
+    of each (filled only where the per-trainer table has it: the paper's setting), and our
+    difference from the paper. Notes of the per-trainer rows are carried, prefixed by the trainer.
+    """
+    methods, datasets = {}, []
+    for trainer, rows in tables.items():
+        method, with_dept = paper_method(trainer)
+        methods.setdefault(method, {})[with_dept] = (trainer, {r["dataset"]: r for r in rows})
+        datasets += [r["dataset"] for r in rows if r["dataset"] not in datasets]
+    datasets = [d for d in datasets if d != "average"] + (["average"] if "average" in datasets else [])
+
+    def zero_shot(method):
+        trainer = next(iter(methods[method].values()))[0]
+        return getattr(trainer_class(trainer), "trained", True) is False
+
+    order = sorted(methods, key=lambda m: not zero_shot(m))  # stable: zero-shot first, then as requested
+    out = []
+    for dataset in datasets:
+        for method in order:
+            plain, dept = (methods[method].get(k, (None, {})) for k in (0, 1))
+            a, b = plain[1].get(dataset) or {}, dept[1].get(dataset) or {}
+            row = {"dataset": dataset, "method": method,
+                   "base": a.get("base"), "new": a.get("new"), "hm": a.get("hm"),
+                   "dept_base": b.get("base"), "dept_new": b.get("new"), "dept_hm": b.get("hm"),
+                   "paper_hm": a.get("paper_hm"), "paper_dept_hm": b.get("paper_hm")}
+            row["dept_gain_hm"] = _difference(row["dept_hm"], row["hm"])
+            row["hm_vs_paper"] = _difference(row["hm"], row["paper_hm"])
+            row["dept_hm_vs_paper"] = _difference(row["dept_hm"], row["paper_dept_hm"])
+            notes = [f"{trainer}: {r['note']}" for trainer, r in ((plain[0], a), (dept[0], b)) if r.get("note")]
+            row["note"] = "; ".join(notes)
+            row["warnings"] = [f"{trainer}: {w}" for trainer, r in ((plain[0], a), (dept[0], b))
+                               for w in r.get("warnings", ())]
+            out.append(row)
+    return out

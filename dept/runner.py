@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 from dept.files import Busy, FileLock, sha256
-from dept.results import SeedRuns, build_table, write_tables
+from dept.results import SUMMARY_COLUMNS, SeedRuns, build_summary, build_table, write_tables
 from dept.run_record import (
     NEUTRAL_KEYS,
     CorruptRecord,
@@ -564,6 +564,21 @@ class Runner:
                 title += " - DEMO on random CLIP weights"
             text = write_tables(rows, stem + ".csv", stem + ".md", title)
         logger.info("results: %s.csv and %s.md", stem, stem)
+        return text, rows
+
+    def write_summary(self, grids, tables):
+        """Every trainer of this invocation side by side (``build_summary``), when there are several."""
+        if len(grids) < 2:
+            return ""
+        suffix = grids[0].variant[len(grids[0].cfg_name):]  # "+KEY=value..." of the options, shared by all
+        stem = os.path.join(self.output, "base2new", "results", f"summary{suffix}_shots{grids[0].shots}")
+        title = (f"{', '.join(g.trainer for g in grids)} side by side ({grids[0].shots} shots"
+                 + (f", options {suffix[1:]}" if suffix else "") + ")")
+        if self.demo:
+            title += " - DEMO on random CLIP weights"
+        text = write_tables(build_summary({g.trainer: rows for g, rows in zip(grids, tables)}), stem + ".csv",
+                            stem + ".md", title, SUMMARY_COLUMNS)
+        logger.info("summary: %s.csv and %s.md", stem, stem)
         return text
 
     # -- all of it ---------------------------------------------------------------------------
@@ -599,7 +614,11 @@ class Runner:
         deferred = [pair for pair in pairs if not self.do_pair(pair, blocking=False)]
         for pair in deferred:
             self.do_pair(pair, blocking=True)
-        print("\n".join(self.write_table(grid) for grid in grids))
+        written = [self.write_table(grid) for grid in grids]
+        print("\n".join(text for text, _ in written))
+        summary = self.write_summary(grids, [rows for _, rows in written])
+        if summary:
+            print(summary)
         if self.demo:
             print(DEMO_BANNER)
         return self.report()

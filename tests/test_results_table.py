@@ -140,3 +140,34 @@ def test_tables_are_written_whole_over_a_truncated_one(tmp_path):
     assert "a note, with a comma | and a bar" in parsed[0]["note"]
     assert "and a bar" in text and "\\|" in text  # the bar cannot break the markdown row
     assert sorted(os.listdir(csv_path.parent)) == ["t.csv", "t.md"]  # no temporary files left
+
+
+def test_the_summary_puts_every_method_side_by_side_with_the_paper_and_the_zero_shot_row_first():
+    import dept  # noqa: F401  (registers the trainers, whose classes say which method each is)
+    from dept.results import SUMMARY_COLUMNS, build_summary
+
+    datasets = ("dtd", "eurosat")
+
+    def table(trainer, base, new):
+        return build_table({d: [seed(1, base, new), seed(2, base, new), seed(3, base, new)] for d in datasets},
+                           trainer, 16, PAPER_CFG, PAPER_CFG, requested_seeds=[1, 2, 3])
+
+    tables = {"CoOp": table("CoOp", 80.0, 60.0), "CoOpDePT": table("CoOpDePT", 84.0, 62.0),
+              "ZeroshotCLIP": table("ZeroshotCLIP", 70.0, 72.0)}
+    rows = build_summary(tables)
+    assert [(r["dataset"], r["method"]) for r in rows] == [
+        ("dtd", "ZeroshotCLIP"), ("dtd", "CoOp"), ("eurosat", "ZeroshotCLIP"), ("eurosat", "CoOp"),
+        ("average", "ZeroshotCLIP"), ("average", "CoOp")]
+    coop = rows[1]
+    assert (coop["base"], coop["new"], coop["dept_base"], coop["dept_new"]) == (80.0, 60.0, 84.0, 62.0)
+    assert coop["dept_gain_hm"] == pytest.approx(coop["dept_hm"] - coop["hm"])
+    paper = paper_base2new()
+    assert coop["paper_hm"] == paper[("CoOp", 0, "dtd")][2] and coop["paper_dept_hm"] == paper[("CoOp", 1, "dtd")][2]
+    assert coop["dept_hm_vs_paper"] == pytest.approx(coop["dept_hm"] - coop["paper_dept_hm"])
+    zs = rows[0]
+    assert zs["hm"] == pytest.approx(2 * 70 * 72 / 142) and zs["dept_hm"] is None and zs["paper_hm"] is None
+    assert "ZeroshotCLIP: paper figures omitted: the paper has no ZeroshotCLIP row" in zs["note"]
+    avg = rows[-1]
+    assert avg["paper_hm"] is None and "averages 2 datasets, not the paper's 11" in avg["note"]
+    text = render_markdown(rows, "summary", SUMMARY_COLUMNS)
+    assert text.splitlines()[2] == "| " + " | ".join(SUMMARY_COLUMNS) + " |"

@@ -314,15 +314,24 @@ def test_demo_runs_end_to_end_and_writes_the_results_table(tmp_path):
 
 
 def test_the_new_methods_run_through_the_runner_with_no_other_change(trained, tmp_path):
+    """Zero-shot CLIP (evaluated as built, both stages), a method and its DePT variant: per-trainer
+    tables, and the summary with every method side by side, the zero-shot row first."""
     cmd = command(trained, tmp_path / "output")
     at = cmd.index("--config")
-    cmd[at:at] = ["--trainers", "KgCoOpDePT", "MaPLe"]
+    cmd[at:at] = ["--trainers", "ZeroshotCLIP", "KgCoOp", "KgCoOpDePT"]
     ok(subprocess.run(cmd, timeout=900, **runner()))
-    for trainer in ("KgCoOpDePT", "MaPLe"):
-        path = tmp_path / "output" / "base2new" / "results" / f"{trainer}_{VARIANT}_shots2.csv"
-        dtd = {row["dataset"]: row for row in csv.DictReader(path.open())}["dtd"]
+    results = tmp_path / "output" / "base2new" / "results"
+    for trainer in ("ZeroshotCLIP", "KgCoOp", "KgCoOpDePT"):
+        dtd = {row["dataset"]: row for row in csv.DictReader((results / f"{trainer}_{VARIANT}_shots2.csv").open())}
+        dtd = dtd["dtd"]
         assert dtd["seeds"] == "1" and 0 <= float(dtd["base"]) <= 100 and 0 <= float(dtd["new"]) <= 100
         assert "paper figures omitted: 2 shots (paper: 16)" in dtd["note"]
         run = tmp_path / "output" / "base2new" / "train_base" / "dtd" / "shots_2" / trainer / VARIANT / "seed1"
         with open(run / "dept_run.json") as f:
-            assert json.load(f)["trainer"] == trainer
+            made = json.load(f)
+        assert made["trainer"] == trainer and made["mode"] == ("eval" if trainer == "ZeroshotCLIP" else "train")
+    summary = list(csv.DictReader((results / "summary+OPTIM.MAX_EPOCH=1_shots2.csv").open()))
+    assert [(r["dataset"], r["method"]) for r in summary] == [("dtd", "ZeroshotCLIP"), ("dtd", "KgCoOp")]
+    kg = summary[1]
+    kgcoop = {row["dataset"]: row for row in csv.DictReader((results / f"KgCoOpDePT_{VARIANT}_shots2.csv").open())}
+    assert kg["dept_hm"] == kgcoop["dtd"]["hm"] and kg["hm"] != "" and kg["paper_hm"] == ""
