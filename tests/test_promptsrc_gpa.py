@@ -59,6 +59,10 @@ def test_the_final_prompts_are_the_gaussian_weighted_sum_of_the_epochs(setup, mo
         assert torch.equal(final["state_dict"][name], params[name].detach())
         assert not torch.equal(params[name], per_epoch[-1][name])  # not simply the last epoch's
     assert set(final["method_state"]["gpa"]) == set(per_epoch[0])
+    # only the trained tensors and the aggregation state: no frozen teacher (the original saves a second
+    # image encoder in every checkpoint)
+    assert all(name.startswith("prompt_learner.") for name in final["state_dict"])
+    assert set(final["state_dict"]) == set(per_epoch[0])
 
 
 def test_a_run_resumed_after_an_epoch_aggregates_the_same_way(setup):
