@@ -7,6 +7,15 @@ on CPU: the training loss, the gradient of every trained tensor, the tensors aft
 official staged-LR SGD, the base-class logits (fused for DePT) and the new-class logits. How they
 were produced: that folder's README.md.
 
+The same layout holds the outputs of the baselines' original code (``data/golden_<method>/``:
+zero-shot CLIP from KaiyangZhou/CoOp, IVLP and VPT from muzairkhattak/multimodal-prompt-learning,
+PromptSRC from muzairkhattak/PromptSRC, CLIP-Adapter from gaopengcuhk/CLIP-Adapter; Dassl's plain
+SGD, one group), used by test_golden_{zsclip,ivlp,vpt,promptsrc,clip_adapter}.py, with each loss
+term the original computes (``loss_terms``), the original's parameter names mapped to ours
+(``rename``: their prompts live inside CLIP's blocks), and for PromptSRC three epochs of its
+Gaussian-weighted prompt aggregation (``check_gpa``). These methods' DePT variants have no official
+code: ``check_dept_terms`` checks that each is the original plus exactly DePT's terms.
+
 **Weights from a recipe.** MaPLe's official code hard-codes text width 512 and vision width 768, so
 even a 4-layer CLIP for it has 66M weights (130 MB in fp16): too big to commit. The golden files
 keep a recipe instead: tensor by tensor, value = offset + k·2^-e with integers k drawn uniformly
@@ -17,8 +26,8 @@ weights; their gradients are kept as the two factors autograd multiplies (grad_W
 gradient at the layer's output, X its input), their step as SGD's closed form on the first step.
 
 Our side runs the trainers as a run does (``PromptTrainer.__init__``: config, model, freezing,
-optimizer), with the data manager replaced by the golden class names (and our OxfordPets dataset's
-template, which KgCoOp reads) and CLIP loading by the golden CLIP; the recorded initial state is
+optimizer), with the data manager replaced by the golden class names (and our dataset's templates,
+which KgCoOp and the fixed-text methods read) and CLIP loading by the golden CLIP; the recorded initial state is
 loaded through the checkpoint path (``apply_state``); training is ``forward_backward``, evaluation
 ``before_test`` + ``model_inference``, as in ``test()``.
 """
@@ -93,11 +102,16 @@ def release():
     _CLIPS.clear()
 
 
-def load(folder):
-    return torch.load(os.path.join(DATA, folder, "official_outputs.pt"), weights_only=True)
+def load(folder, name="official_outputs.pt"):
+    return torch.load(os.path.join(DATA, folder, name), weights_only=True)
 
 
-def ours(name):
+def ours(name, rename=None):
+    """An official parameter name in ours: the DePT head's modules (``RENAME``), and the names a golden
+    file maps explicitly (``rename``: IVLP's, VPT's and PromptSRC's prompts live inside CLIP's blocks
+    there, ``text_encoder.transformer.resblocks.<i>.VPT_shallow``, and in our prompt learner here)."""
+    if rename and name in rename:
+        return rename[name]
     for official, mine in RENAME.items():
         if name.startswith(official):
             return mine + name[len(official):]
@@ -109,14 +123,36 @@ def initial_state(golden, head=True):
     state = dict(golden["init"])
     if "param_recipe" in golden:
         state.update(materialize(golden["param_recipe"]))
-    return {ours(k): v for k, v in state.items() if head or not k.startswith(tuple(RENAME))}
+    rename = golden.get("rename")
+    return {ours(k, rename): v for k, v in state.items() if head or not k.startswith(tuple(RENAME))}
 
 
 # -- our trainers ----------------------------------------------------------------------------------
-def trainer(name, golden, split, encoding, monkeypatch, tmp_path):
-    """Our registered trainer ``name`` as a run builds it, on the golden CLIP and class names."""
+def dataset_class(name):
+    """Our dataset class of an official DATASET.NAME (its templates are what zero-shot methods read)."""
+    from dept.datasets.dtd import DescribableTextures
+    from dept.datasets.imagenet import ImageNet
     from dept.datasets.oxford_pets import OxfordPets
 
+    return {"OxfordPets": OxfordPets, "DescribableTextures": DescribableTextures, "ImageNet": ImageNet}[name]
+
+
+def _merge(cfg, key, value):
+    """``cfg.merge_from_list([key, value])``, an original's integer taken where our key is a float
+    (PromptSRC's GPA_MEAN / GPA_STD are integers in its config)."""
+    node = cfg
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    current = node.get(key.split(".")[-1])
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    cfg.merge_from_list([key, value])
+
+
+def trainer(name, golden, split, encoding, monkeypatch, tmp_path, dataset=None, opts=()):
+    """Our registered trainer ``name`` as a run builds it, on the golden CLIP and class names.
+
+    ``dataset``: the DATASET.NAME (default the golden file's); ``opts``: config options merged last."""
     from dept.engine import PromptTrainer
     from dept.registry import dept_trainers
     from dept.train import build_parser, setup_cfg
@@ -126,19 +162,23 @@ def trainer(name, golden, split, encoding, monkeypatch, tmp_path):
     cfg = setup_cfg(build_parser().parse_args(["--config-file", config, "--output-dir", str(tmp_path)]))
     cfg.defrost()
     for key, value in golden["config"].items():
-        cfg.merge_from_list([key, value])
-    cfg.merge_from_list(["INPUT.SIZE", (32, 32), "DATASET.NAME", golden["dataset_name"],
+        _merge(cfg, key, value)
+    dataset_name = dataset or golden["dataset_name"]
+    cfg.merge_from_list(["INPUT.SIZE", (32, 32), "DATASET.NAME", dataset_name,
                          "DATASET.SUBSAMPLE_CLASSES", split, "DEPT.TEXT_ENCODING", encoding, "USE_CUDA", False,
                          # the official step was taken at the staged LRs themselves (no scheduler):
                          # without warm-up the first epoch's cosine factor is exactly 1
                          "OPTIM.WARMUP_EPOCH", 0])
+    for key, value in zip(opts[::2], opts[1::2]):
+        _merge(cfg, key, value)
     cfg.freeze()
-    assert golden["dataset_name"] == "OxfordPets"
+    source = dataset_class(dataset_name)
     classnames = golden["base_classnames"] if split == "base" else golden["new_classnames"]
 
     def data(self):
-        dataset = types.SimpleNamespace(classnames=list(classnames), template=OxfordPets.template,
-                                        method_templates=dict(OxfordPets.method_templates), notes=[])
+        dataset = types.SimpleNamespace(classnames=list(classnames), template=source.template,
+                                        method_templates=dict(source.method_templates), notes=[],
+                                        template_in_ensemble=getattr(source, "template_in_ensemble", True))
         self.dm = types.SimpleNamespace(dataset=dataset, num_classes=len(classnames))
         self.lab2cname = dict(enumerate(classnames))
         self.num_classes, self.num_source_domains = len(classnames), 1
@@ -156,6 +196,9 @@ def check_official_settings(t, golden):
     assert (cfg.OPTIM.NAME, cfg.OPTIM.MOMENTUM, cfg.OPTIM.WEIGHT_DECAY, cfg.OPTIM.SGD_DAMPNING,
             cfg.OPTIM.SGD_NESTEROV) == (fixed["OPTIM.NAME"], fixed["OPTIM.MOMENTUM"], fixed["OPTIM.WEIGHT_DECAY"],
                                         fixed["OPTIM.SGD_DAMPNING"], fixed["OPTIM.SGD_NESTEROV"])
+    if "TRAINER.LINEAR_PROBE.WEIGHT" not in fixed:  # an original without DePT: Dassl's plain optimizer
+        assert not fixed["OPTIM.STAGED_LR"]
+        return
     assert opts.weight == fixed["TRAINER.LINEAR_PROBE.WEIGHT"]
     assert opts.lr_mult == fixed["OPTIM.LR_EXP"] and opts.base_lr_mult == fixed["OPTIM.BASE_LR_MULT"]
     assert opts.staged_lr is fixed["OPTIM.STAGED_LR"]
@@ -184,9 +227,10 @@ def check_training_step(name, variant, golden, encoding, monkeypatch, tmp_path):
     model = t.model
     params = dict(model.named_parameters())
     trained = sorted(n for n, p in params.items() if p.requires_grad)
-    assert trained == sorted(ours(n) for n in ref["trainable"] if n not in ref["idle"])
+    rename = golden.get("rename")
+    assert trained == sorted(ours(n, rename) for n in ref["trainable"] if n not in ref["idle"])
 
-    official_group = {ours(n): g for g in ref["param_groups"] for n in g["params"]}
+    official_group = {ours(n, rename): g for g in ref["param_groups"] for n in g["params"]}
     for group in t.optim.param_groups:
         for p in group["params"]:
             n = next(k for k, q in params.items() if q is p)
@@ -208,9 +252,13 @@ def check_training_step(name, variant, golden, encoding, monkeypatch, tmp_path):
     t.batch_idx, t.num_batches = 0, 2  # not an epoch's last batch: the LR schedule does not move
     summary = t.forward_backward({"img": golden["images"].clone(), "label": golden["labels"].clone()})
     assert_close(torch.tensor(summary["loss"]), ref["loss"], "loss")
+    for term, value in ref.get("loss_terms", {}).items():  # each named loss, as the original weighs it
+        assert_close(torch.tensor(summary.get(term, summary["loss"])), value, f"loss term {term}")
+    if "loss_terms" in ref:
+        assert set(summary) - {"loss", "acc"} <= set(ref["loss_terms"]), summary
 
-    expected = {ours(n): g for n, g in ref["grads"].items()}
-    after = {ours(n): v for n, v in ref["after_step"].items()}
+    expected = {ours(n, rename): g for n, g in ref["grads"].items()}
+    after = {ours(n, rename): v for n, v in ref["after_step"].items()}
     for layer, f in ref["grad_factors"].items():  # MaPLe's 768×512 projections
         w, b = ours(layer) + ".weight", ours(layer) + ".bias"
         expected[w] = f["grad_output"].t() @ f["input"]
@@ -261,12 +309,148 @@ def check_initialisation(name, golden, monkeypatch, tmp_path):
     """What our prompt learner builds from the config equals what the official one built (CTX_INIT)."""
     t = trainer(name, golden, "base", "auto", monkeypatch, tmp_path)
     params = dict(t.model.named_parameters())
-    for n, value in golden["official_init"].items():
+    rename = golden.get("rename")
+    if rename:  # every trained tensor was recorded (the files of the DePT repository's methods keep fewer)
+        assert sorted(n for n, p in params.items() if p.requires_grad and not n.startswith("dept_head.")) == \
+            sorted(ours(n, rename) for n in golden["official_init"])
+    for official, value in golden["official_init"].items():
+        n = ours(official, rename)
         if n == "prompt_learner.ctx":  # from the CTX_INIT words' token embeddings: exact
             assert torch.equal(params[n].detach(), value), n
         else:  # random draws: same shape
             assert params[n].shape == value.shape, n
+    if rename:  # our trainer maps the official checkpoint names as the golden file does
+        assert type(t).official_state(dict.fromkeys(rename)).keys() == set(rename.values())
     if "template" in golden:  # KgCoOp: the dataset's hand-crafted template and its frozen CLIP features
         assert t.class_template() == golden["template"]
         assert_close(t.model.reference_text, golden["reference_text"], "KgCoOp's reference text features")
+    if "teacher_text" in golden:  # PromptSRC: the mean frozen text features of its 60 templates
+        assert_close(t.model.teacher_text, golden["teacher_text"], "PromptSRC's frozen teacher text features")
+    if "fixed_text" in golden:  # VPT: the hand-crafted text features, encoded once
+        assert_close(t.model.prompt_learner.text_features, golden["fixed_text"], "fixed text features")
     return t
+
+
+# -- DePT variants without official code ----------------------------------------------------------
+def perturbed_head_state(t, seed=5):
+    """The DePT head's tensors (our names), cwT away from identity so that every term is non-trivial."""
+    g = torch.Generator().manual_seed(seed)
+    state = {f"dept_head.{k}": v.detach().clone() for k, v in t.head.state_dict().items()}
+    for side in ("img", "text"):
+        d = state[f"dept_head.film_{side}.scale"].numel()
+        state[f"dept_head.film_{side}.scale"] = 1 + 0.1 * torch.randn(d, generator=g)
+        state[f"dept_head.film_{side}.bias"] = 0.05 * torch.randn(d, generator=g)
+    return state
+
+
+def reference_head(t, state):
+    """The default DePT head (dept.head.DePTHead: λ 0.7, linear CAT head, cwT, fused logits) holding
+    ``state``: the terms below are computed with it, not through the trainer."""
+    from dept.head import DePTHead
+
+    head = DePTHead(t.model.embed_dim, list(t.head.classes))
+    head.load_state_dict({k[len("dept_head."):]: v for k, v in state.items()})
+    assert (t.head.weight, t.head.fusion, t.head.head) == (head.weight, head.fusion, head.head) == (0.7, "logits",
+                                                                                                    "linear")
+    return head
+
+
+def check_dept_terms(name, golden, encoding, monkeypatch, tmp_path, opts=()):
+    """A method's DePT variant (no official code exists) is the original method plus exactly DePT's
+    terms: loss (1-λ)·CE(Z_ITM) + λ·CE(Z_CAT, [y; y]) + the method's own terms unweighted, with CE and
+    the method's terms the original's (golden) and Z_CAT from ``dept.head.DePTHead`` on the same
+    features; the base prediction (1-λ)·Z_ITM + λ·Z_CAT with Z_ITM the original's logits; on new
+    classes the original's logits alone."""
+    import torch.nn.functional as F
+
+    ref, ref_new = golden["results"]["baseline_base"], golden["results"]["baseline_new"]
+    images, labels = golden["images"].clone(), golden["labels"].clone()
+    t = trainer(name, golden, "base", encoding, monkeypatch, tmp_path, opts=opts)
+    head_state = perturbed_head_state(t)
+    t.apply_state({**initial_state(golden), **head_state}, {})
+    head = reference_head(t, head_state)
+    lam = head.weight
+
+    # base classes: fused prediction
+    itm, prediction = evaluate(t, images)
+    assert t.head_mode.startswith("fused")
+    assert_close(itm, ref["logits"], "ITM logits (base)")
+    with torch.no_grad():
+        cat = head.cat_logits(t.model.features(images).image)[0]
+    assert_close(prediction, (1 - lam) * ref["logits"] + lam * cat, "fused prediction (base)")
+
+    # training: the terms
+    t.set_model_mode("train")
+    with torch.no_grad():
+        features = t.model.features(images)
+        cat_logits, targets = head.cat_logits(features.image, features.text, labels, t.model.logit_scale)
+    terms = {k: v for k, v in ref["loss_terms"].items() if k != "itm"}
+    terms.update(itm=(1 - lam) * ref["loss_terms"]["itm"], cat=lam * F.cross_entropy(cat_logits, targets))
+    params = dict(t.model.named_parameters())
+    trained = sorted(n for n, p in params.items() if p.requires_grad)
+    assert trained == sorted([*initial_state(golden), *head_state])
+    t.batch_idx, t.num_batches = 0, 2
+    summary = t.forward_backward({"img": images, "label": labels})
+    assert set(summary) - {"loss", "acc"} == set(terms), summary
+    for term, value in terms.items():
+        assert_close(torch.tensor(summary[term]), value, f"loss term {term}")
+    assert_close(torch.tensor(summary["loss"]), sum(terms.values()), "loss")
+    for n in trained:
+        assert params[n].grad is not None and params[n].grad.abs().sum() > 0, f"{n} got no gradient"
+
+    # new classes: the original's logits, the CAT head left out
+    t = trainer(name, golden, "new", encoding, monkeypatch, tmp_path, opts=opts)
+    t.apply_state({**initial_state(golden), **head_state}, {})
+    itm, prediction = evaluate(t, images)
+    assert t.head_mode == "itm"
+    assert_close(prediction, ref_new["logits"], "prediction (new)")
+
+
+# -- PromptSRC's Gaussian-weighted prompt aggregation ----------------------------------------------
+def check_gpa(name, golden, encoding, monkeypatch, tmp_path):
+    """Three short epochs through our epoch loop (``run_epoch``, ``after_epoch``) on the original's
+    batches: every batch's loss, each epoch's learning rate (our scheduler against Dassl's), the
+    prompts after each epoch, the GPA weights, and the aggregate that replaces the prompts after the
+    last epoch (the original aggregates its whole state dict, frozen weights too; ours the trained
+    tensors: the prompts are compared), and the base-class logits with it."""
+    from dept.trainers.promptsrc import gpa_weights
+
+    gpa, rename = golden["gpa"], golden["rename"]
+    opts = [x for item in gpa["config"].items() for x in item]
+    t = trainer(name, golden, "base", encoding, monkeypatch, tmp_path, opts=opts)
+    t.apply_state(initial_state(golden), {})
+    assert t.max_epoch == len(gpa["batches"]) == 3
+    cfg = t.method_cfg
+    assert gpa_weights(t.max_epoch, cfg.GPA_MEAN, cfg.GPA_STD) == pytest_approx(gpa["weights"])
+    params = dict(t.model.named_parameters())
+    trained = sorted(n for n, p in params.items() if p.requires_grad)
+    assert trained == sorted(ours(n, rename) for n in gpa["aggregate"])
+    losses, lrs = [], []
+    forward_backward = t.forward_backward
+
+    def record(batch):
+        summary = forward_backward(batch)
+        losses.append(summary["loss"])
+        return summary
+
+    t.forward_backward = record
+    for epoch, batches in enumerate(gpa["batches"]):
+        t.epoch = epoch
+        t.train_loader_x = [{"img": images.clone(), "label": labels.clone()} for images, labels in batches]
+        lrs.append(t.optim.param_groups[0]["lr"])
+        t.run_epoch()
+        for official, value in gpa["epoch_states"][epoch].items():  # what this epoch trained
+            assert_close(params[ours(official, rename)], value, f"{ours(official, rename)} after epoch {epoch + 1}")
+        t.after_epoch()
+    assert_close(torch.tensor(losses), gpa["losses"], "losses of the six batches")
+    assert lrs == pytest_approx(gpa["lrs"]), (lrs, gpa["lrs"])
+    for official, value in gpa["aggregate"].items():
+        assert_close(params[ours(official, rename)], value, f"{ours(official, rename)} after GPA")
+    _, prediction = evaluate(t, golden["images"])
+    assert_close(prediction, gpa["logits"], "base-class logits after GPA")
+
+
+def pytest_approx(values):
+    import pytest
+
+    return pytest.approx(values, rel=1e-12, abs=0)
