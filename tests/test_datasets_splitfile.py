@@ -11,10 +11,9 @@ import dept.datasets  # noqa: E402,F401
 from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data.datasets import build_dataset  # noqa: E402
 from dept.datasets import DatasetError, DescribableTextures  # noqa: E402
+from dept.datasets import check as data_check  # noqa: E402
 from dept.datasets.splits import entries_to_datums, read_split_entries  # noqa: E402
 from dept.datasets.testing import build_tree  # noqa: E402
-
-from dept import data_check  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
