@@ -154,7 +154,7 @@ def test_an_edited_yaml_fails_the_run_naming_the_key_and_reuses_nothing(trained,
     out = copy_of(trained, tmp_path)
     configs = tmp_path / "configs"
     shutil.copytree(trained.configs, configs)
-    yaml_file = configs / "trainers" / "CoOpDePT" / "demo_tiny.yaml"
+    yaml_file = configs / "trainers" / "CoOp" / "demo_tiny.yaml"  # the _BASE_ of CoOpDePT/demo_tiny.yaml
     yaml_file.write_text(yaml_file.read_text().replace("LR: 0.01", "LR: 0.02"))
     log = os.path.join(run_path(out, "train_base", 1), "log.txt")
     before = open(log).read()
