@@ -17,7 +17,8 @@ CLIP's text transformer is causal: position i attends to positions <= i. Two exa
   ImageNet class), not with 77 × C. Per-image prefixes (CoCoOp: the context depends on the image
   but is shared by the classes) are the same computation with one prefix per image; deep prompts
   (MaPLe, PromptSRC: learned vectors replace the context positions at each layer's input) enter
-  through ``prefix_hook``.
+  through ``prefix_hook``. Fixed words after the learned context that every class shares (MaPLe:
+  "a photo" learned, "of a" fixed) are encoded with the prefix (``extend_prefix``).
 
 The blocks are the stock ``clip.model.ResidualAttentionBlock`` modules. ``forward`` calls them;
 the shared-prefix path drives their own weights (``ln_1``, ``attn.in_proj_weight/bias``,
@@ -71,6 +72,20 @@ def _softmax(scores):
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
 
+def _attend(q, k, v, past=None):
+    """Causal attention of G×N×L×H×Dh queries (scaled) over their own sequence's keys and values,
+    and over ``past`` = (keys, values), each G×P×H×Dh, shared by the N sequences of a group."""
+    length = q.shape[2]
+    own = torch.einsum("gnlhd,gnmhd->gnhlm", q, k) + causal_mask(length, q.dtype, q.device)
+    if past is None:
+        return torch.einsum("gnhlm,gnmhd->gnlhd", _softmax(own), v)
+    past_k, past_v = past
+    n_past = past_k.shape[1]
+    probs = _softmax(torch.cat([torch.einsum("gnlhd,gphd->gnhlp", q, past_k), own], dim=-1))
+    return (torch.einsum("gnhlp,gphd->gnlhd", probs[..., :n_past], past_v)
+            + torch.einsum("gnhlm,gnmhd->gnlhd", probs[..., n_past:], v))
+
+
 def run_block_with_past(block, x, past=None):
     """One stock residual block on G×N×L×W hidden states that may attend to shared keys/values.
 
@@ -90,18 +105,33 @@ def run_block_with_past(block, x, past=None):
     split = (*x.shape[:-1], heads, width // heads)  # G×N×L×H×Dh
     q, k, v = q.reshape(split), k.reshape(split), v.reshape(split)
     q = q * (width // heads) ** -0.5
-    length = x.shape[2]
-    own = torch.einsum("gnlhd,gnmhd->gnhlm", q, k) + causal_mask(length, x.dtype, x.device)
-    if past is None:
-        out = torch.einsum("gnhlm,gnmhd->gnlhd", _softmax(own), v)
-    else:
-        past_k, past_v = past
-        n_past = past_k.shape[1]
-        probs = _softmax(torch.cat([torch.einsum("gnlhd,gphd->gnhlp", q, past_k), own], dim=-1))
-        out = (torch.einsum("gnhlp,gphd->gnlhd", probs[..., :n_past], past_v)
-               + torch.einsum("gnhlm,gnmhd->gnlhd", probs[..., n_past:], v))
+    out = _attend(q, k, v, past)
     x = x + attn.out_proj(out.reshape(x.shape))
     return x + block.mlp(block.ln_2(x)), (k, v)
+
+
+def run_block_packed(block, x, past, layout):
+    """``run_block_with_past`` for sequences of several lengths at once, packed in G×T×W.
+
+    ``layout``: (offset, N, L) per bucket: N sequences of L positions each, one after another from
+    position ``offset`` of ``x``'s T. The position-wise parts (projections, MLP) run once over all
+    T positions, so each weight matrix is read once per layer rather than once per bucket; the
+    attention runs per bucket, each sequence over ``past`` and causally over itself.
+    """
+    attn = block.attn
+    heads = attn.num_heads
+    groups, _, width = x.shape
+    h = [block.ln_1(x[:, o:o + n * length].reshape(groups, n, length, width)) for o, n, length in layout]
+    h = torch.cat([part.reshape(groups, -1, width) for part in h], dim=1) if len(h) > 1 else h[0].flatten(1, 2)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    out = []
+    for o, n, length in layout:
+        split = (groups, n, length, heads, width // heads)
+        rows = slice(o, o + n * length)
+        q_b, k_b, v_b = q[:, rows].reshape(split), k[:, rows].reshape(split), v[:, rows].reshape(split)
+        out.append(_attend(q_b * (width // heads) ** -0.5, k_b, v_b, past).reshape(groups, n * length, width))
+    x = x + attn.out_proj(torch.cat(out, dim=1) if len(out) > 1 else out[0])
+    return x + block.mlp(block.ln_2(x))
 
 
 class TextEncoder(nn.Module):
@@ -147,6 +177,7 @@ class TextEncoder(nn.Module):
             if prefix_hook is not None:
                 raise ValueError("pass deep prompts or a prefix_hook, not both")
             prefix_hook = deep_prompt_hook(deep)
+        parts = extend_prefix(parts)
         state = self.encode_prefix(parts.prefix, prefix_hook)
         return self.encode_suffix(state, parts.suffix, parts.lengths, bucket=bucket)
 
@@ -183,8 +214,9 @@ class TextEncoder(nn.Module):
         ``suffix``: C×S×W embeddings of positions P.., ``lengths``: C positions up to each EOT.
         Positions after a class's EOT are never computed: with ``bucket`` (default) the classes
         are grouped by length and each group runs at its own length, so the work is exactly
-        sum(lengths) positions; ``bucket=False`` pads every class to the longest (one group).
-        Returns C×D features, or G×C×D when the prefix was grouped.
+        sum(lengths) positions; ``bucket=False`` pads every class to the longest (one group). The
+        groups run packed together (``run_block_packed``). Returns C×D features, or G×C×D when the
+        prefix was grouped.
         """
         lengths = lengths.tolist() if torch.is_tensor(lengths) else list(lengths)
         if bucket:
@@ -195,22 +227,51 @@ class TextEncoder(nn.Module):
         else:
             groups = [(max(lengths), list(range(len(lengths))))]
         n_groups = state.keys[0].shape[0]
-        features, order = [], []
+        positions = self.positional_embedding[state.length:state.length + groups[-1][0]].type(self.dtype)
+        pieces, layout, eot, order, offset = [], [], [], [], 0
         for length, classes in groups:
             index = torch.tensor(classes, device=suffix.device)
-            x = suffix[:, :length].index_select(0, index)
-            x = x + self.positional_embedding[state.length:state.length + length].type(self.dtype)
-            x = x.unsqueeze(0).expand(n_groups, -1, -1, -1)  # G×N×L×W (a view)
-            for block, k, v in zip(self.transformer.resblocks, state.keys, state.values):
-                x, _ = run_block_with_past(block, x, (k, v))
-            eot = torch.tensor([lengths[c] - 1 for c in classes], device=x.device)
-            x = x[:, torch.arange(len(classes), device=x.device), eot]  # G×N×W at each EOT
-            features.append(self.ln_final(x).type(self.dtype) @ self.text_projection)
+            pieces.append((suffix[:, :length].index_select(0, index) + positions[:length]).flatten(0, 1))
+            layout.append((offset, len(classes), length))
+            eot.extend(offset + i * length + lengths[c] - 1 for i, c in enumerate(classes))
             order.extend(classes)
-        features = torch.cat(features, dim=1)
+            offset += len(classes) * length
+        x = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        x = x.unsqueeze(0).expand(n_groups, -1, -1)  # G×T×W (a view)
+        for block, k, v in zip(self.transformer.resblocks, state.keys, state.values):
+            x = run_block_packed(block, x, (k, v), layout)
+        x = x[:, torch.tensor(eot, device=x.device)]  # G×C×W at each EOT, in bucket order
+        features = self.ln_final(x).type(self.dtype) @ self.text_projection
         if order != sorted(order):
             features = features[:, torch.tensor(order, device=features.device).argsort()]
         return features if state.grouped else features.squeeze(0)
+
+
+def extend_prefix(parts: SharedPrefix) -> SharedPrefix:
+    """Move the suffix positions that every class shares into the prefix (exact).
+
+    Fixed words after the learned context ("[SOS] a photo of a dog." with "a photo" learned, as
+    MaPLe and IVLP initialise it) are the same embeddings at the same positions in every prompt, so,
+    the transformer being causal, their hidden states are the same for every class too: they are
+    encoded once with the prefix instead of once per class. Each class keeps at least its EOT.
+    Only a suffix without gradient (fixed token embeddings) is shared this way: the gradient of a
+    learned suffix differs between classes.
+    """
+    suffix, lengths = parts.suffix, parts.lengths
+    limit = int(min(lengths)) - 1
+    if suffix.requires_grad or limit <= 0:
+        return parts
+    same = (suffix[:, :limit] == suffix[:1, :limit]).all(dim=-1).all(dim=0)
+    n = int(same.long().cumprod(0).sum())  # leading positions equal in every class
+    if n == 0:
+        return parts
+    common = suffix[0, :n].to(parts.prefix.dtype)
+    if parts.prefix.dim() == 2:
+        prefix = torch.cat([parts.prefix, common])
+    else:
+        prefix = torch.cat([parts.prefix, common.expand(len(parts.prefix), -1, -1)], dim=1)
+    lengths = lengths - n if torch.is_tensor(lengths) else [length - n for length in lengths]
+    return SharedPrefix(prefix, suffix[:, n:], lengths)
 
 
 def deep_prompt_hook(deep):

@@ -1,13 +1,22 @@
-"""Smoke test of the benchmark (scripts/benchmark.py) on the tiny CLIP: it runs and reports; no timings asserted."""
+"""Smoke test of the benchmark (benchmarks/benchmark.py) on the tiny CLIP: it runs and reports every
+method; no timings asserted."""
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from dept import benchmark
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("benchmark", os.path.join(ROOT, "benchmarks", "benchmark.py"))
+benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
 
 
 @pytest.mark.dassl
-def test_quick_benchmark_reports_every_path_and_method(tmp_path, capsys):
+def test_quick_benchmark_reports_every_method(tmp_path, capsys):
     out = tmp_path / "results.json"
     assert benchmark.main(["--quick", "--in-process", "--out", str(out)]) == 0
     report = capsys.readouterr().out
@@ -15,23 +24,45 @@ def test_quick_benchmark_reports_every_path_and_method(tmp_path, capsys):
     floor = results[0]
     assert floor["kind"] == "floor" and floor["test_img_s"] > 0
     ours = [r for r in results if r["kind"] == "ours"]
-    assert {(r["method"], r["path"]) for r in ours} == {(m, p) for m in ("coop", "dept") for p in benchmark.PATHS}
+    # every method at the benchmark's batch; CoCoOp (and its DePT variant) also at its config's batch 1
+    assert {(r["method"], r["batch"]) for r in ours} == {(m, 4) for m in benchmark.METHODS} | {
+        ("CoCoOp", 1), ("CoCoOpDePT", 1)}
     for r in ours:
-        assert r["step_s"] > 0 and r["text_once_s"] > 0 and r["test_img_s"] > 0 and r["peak_total_bytes"] > 0
-    for label in ("image encoder only", "CoOp+DePT", "full (77)", "truncated", "shared prefix"):
+        assert r["step_s"] > 0 and r["test_img_s"] > 0 and r["peak_total_bytes"] > 0, r
+    for r in (r for r in ours if r["batch"] == 4):  # text encoded once per evaluation, except per image
+        assert (r["text_once_s"] == 0) == r["method"].startswith("CoCoOp"), r
+    assert {r["test_from_batch"] for r in ours if r["batch"] == 1} == {4}  # test figures measured once
+    for label in ("CLIP image encoder alone (floor)", "| 5 | CoCoOpDePT | 1 | ours |", "| 5 | MaPLeDePT | 4 | ours |"):
         assert label in report
     assert benchmark.main(["--report", str(out)]) == 0  # a saved run prints the same report
     assert capsys.readouterr().out == report
 
 
 @pytest.mark.dassl
-def test_each_configuration_runs_in_its_own_process(tmp_path, capsys):
+def test_each_configuration_runs_in_its_own_process(tmp_path):
+    """Through the scripts/ entry point, as the README says; each measurement in a worker process."""
     out = tmp_path / "results.json"
-    assert benchmark.main(["--quick", "--methods", "dept", "--paths", "shared_prefix", "--out", str(out)]) == 0
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--quick",
+                           "--methods", "CoOpDePT", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert [r["kind"] for r in results] == ["floor", "ours"]
-    assert "error" not in results[1] and results[1]["memory_method"]
-    assert "| 5 | CoOp+DePT | shared prefix |" in capsys.readouterr().out
+    assert "error" not in results[1] and results[1]["memory_method"] and results[1]["step_s"] > 0
+    assert "| 5 | CoOpDePT | 4 | ours |" in proc.stdout
+
+
+def test_official_runtime_changes_are_undone():
+    job = dict(weights="/nowhere/clip.pt", device="cpu", fp16=False)
+    module = torch.nn.Linear(2, 2)
+    originals = [torch.Tensor.half, torch.Tensor.cuda, torch.nn.Module.half, torch.nn.Module.cuda]
+    with benchmark.official_runtime(job):
+        assert torch.ones(1).half().dtype == torch.float32  # MaPLe's .half() calls: identity in fp32
+        assert module.half().weight.dtype == torch.float32
+        tensor = torch.ones(1)
+        assert tensor.cuda() is tensor  # KgCoOp's .cuda() calls: nothing to move on CPU
+    assert torch.ones(1).half().dtype == torch.float16 and module.half().weight.dtype == torch.float16
+    assert [torch.Tensor.half, torch.Tensor.cuda, torch.nn.Module.half, torch.nn.Module.cuda] == originals
+    assert "half" not in vars(torch.Tensor)  # inherited from torch._C.TensorBase, as before
 
 
 def test_class_names(tmp_path):
@@ -43,11 +74,19 @@ def test_class_names(tmp_path):
 
 
 def test_targets_say_met_or_missed():
-    def row(kind, classes, step, mem=1.0, path="shared_prefix"):
-        return dict(kind=kind, method="dept", path=path, classes=classes, step_s=step, peak_growth_bytes=mem)
+    def row(kind, method, classes, step, mem=1.0, batch=4, **extra):
+        return dict(kind=kind, method=method, path="auto" if kind == "ours" else "official", classes=classes,
+                    batch=batch, step_s=step, peak_growth_bytes=mem, **extra)
 
-    lines = benchmark.targets([row("ours", 500, 10, 0.2), row("official", 500, 90, 1.0, "full"),
-                               row("ours", 50, 1), row("official", 50, 1.5, 1.0, "full")])
-    assert "9.0× faster" in lines and "(target ≥ 6×): met" in lines
-    assert "0.200 of the official" in lines and "1/3): met" in lines
-    assert "1.5× faster than the official code (target ≥ 2×): MISSED" in lines
+    lines = benchmark.targets([
+        row("ours", "MaPLe", 500, 10, 0.2), row("official", "MaPLe", 500, 90),
+        row("ours", "MaPLeDePT", 50, 1), row("official", "MaPLeDePT", 50, 1.5),
+        row("ours", "CoCoOp", 50, 1, test_img_s=2.5), row("official", "CoCoOp", 50, 5, test_img_s=0.5),
+    ])
+    assert "MaPLe, 500 classes, batch 4: training step 9.0× faster than the official code (target ≥ 10×): MISSED" \
+        in lines
+    assert "MaPLe, 500 classes, batch 4: peak memory growth 0.200 of the official code's (target ≤ 1/3): met" in lines
+    assert "MaPLeDePT, 50 classes, batch 4: training step 1.5× faster than the official code (target ≥ 2×): MISSED" \
+        in lines
+    assert "CoCoOp, 50 classes, test 2.50 images/s, official 0.50 (target ≥ 2): met" in lines
+    assert "CoCoOp, 50 classes, batch 4: training step 5.0× faster than the official code (target ≥ 4×): met" in lines
