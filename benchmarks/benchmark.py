@@ -769,6 +769,8 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="tiny CLIP, 5 classes, one step: checks that it runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="also write every figure as JSON here")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the figures already in --out (an interrupted run, same settings); measure the rest")
     parser.add_argument("--report", default="", help="print the report of a saved --out file and exit")
     args = parser.parse_args(argv)
     if args.quick:
@@ -875,7 +877,15 @@ def main(argv=None):
                     if args.official_dir and method in OFFICIAL:
                         jobs.append(dict(common, kind="official", path="official", batch=batch, test=i == 0))
         load_before = os.getloadavg()
-        results = [measure_clean(job, not args.in_process, args.retry_busy) for job in jobs]
+        done = _saved_results(args.out, settings) if args.resume else {}
+        results = []
+        for job in jobs:
+            saved = done.get(_label(job))
+            if saved is not None:
+                logger.info("kept from %s: %s", args.out, _label(job))
+            results.append(saved or measure_clean(job, not args.in_process, args.retry_busy))
+            if args.out:  # each figure saved as soon as measured: an interrupted run loses nothing
+                _write_json(args.out, {"settings": settings, "complete": False, "results": results})
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -888,10 +898,35 @@ def main(argv=None):
            "command": " ".join(["benchmarks/benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
            "results": results}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(run, f, indent=1)
+        _write_json(args.out, run)
     sys.stdout.write(render(run))
     return 0
+
+
+def _write_json(path, data):
+    """Write through a temporary file and rename: a reader never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+#: settings that must match for ``--resume`` to keep a saved figure
+_COMPARABLE = ("model", "device", "fp16", "seed", "test_batch", "warmup", "steps", "eval_repeats", "budget",
+               "test_images_per_class", "official_dir", "original_dirs")
+
+
+def _saved_results(path, settings):
+    """``--resume``: the figures of an earlier (maybe interrupted) run with the same settings, by label."""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    differ = [k for k in _COMPARABLE if saved["settings"].get(k) != settings.get(k)]
+    if differ:
+        raise SystemExit(f"--resume: {path} was measured with other settings ({', '.join(differ)}); "
+                         "give another --out, or the same settings")
+    return {_label(r): r for r in saved["results"] if "error" not in r}
 
 
 def render(run):
