@@ -25,6 +25,8 @@ setup(
         "clip-anytorch>=2.5",
         "setuptools<81",
         "yacs",
+        "pyyaml",  # grid files (yacs needs it too)
+        "matplotlib",  # python -m dept report: the figures
         "gdown",
         "tqdm",
         "scikit-learn",  # the embedded demo's digits; Dassl needs it too
@@ -35,5 +37,8 @@ setup(
         "scipy",
         "tabulate",
     ],
-    extras_require={"test": ["pytest", "ruff==0.17.5"]},
+    extras_require={
+        "slurm": ["submitit"],  # --backend slurm
+        "test": ["pytest", "ruff==0.17.5", "submitit"],
+    },
 )

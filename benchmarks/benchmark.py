@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Speed and memory of every method's training step and evaluation, ours beside the official code.
 
-For each method (our registered trainers: CoOp, CoCoOp, KgCoOp, MaPLe and their DePT variants by
-default) and each number of classes, on one CLIP with random weights (ViT-B/16 shape; fp32 on CPU,
-fp16 with ``--device cuda``) and the method's own base-to-new config
+For each method (by default every method of the paper's table, with and without DePT) and each
+number of classes, on one CLIP with random weights (ViT-B/16 shape; fp32 on CPU, fp16 with
+``--device cuda``) and the method's own base-to-new config
 (``configs/trainers/<trainer>/<default_config>.yaml``), it reports:
 
 * **s / step**: seconds per training step, the median of the timed steps after one warm-up step:
@@ -56,9 +56,26 @@ every change is undone when the measurement ends) changes this:
 * Dassl's warm-up LR schedulers, which fail on torch >= 2.6, get dept's fix
   (``dept.dassl_compat.patch_dassl_schedulers``, the one any Dassl trainer needs here; not undone).
 
+The original code
+-----------------
+DePT's official code has four of the paper's methods. The others are measured beside their
+original public code, each named by ``--original-dir SOURCE=PATH`` (``ORIGINAL``, ``SOURCES``):
+zero-shot CLIP (KaiyangZhou/CoOp ``trainers/zsclip.py``), IVLP and PromptSRC
+(muzairkhattak/PromptSRC), VPT (muzairkhattak/multimodal-prompt-learning), CLIP-Adapter
+(gaopengcuhk/CLIP-Adapter's ``clip_adapter.py``). Each runs as the official code does above, with
+its own vendored ``clip`` package (their prompted encoders are built from ``design_details``) and
+its own ``train.py:extend_cfg`` and config file; CLIP-Adapter, which has neither, gets Dassl's
+defaults and our config less its ``TRAINER`` section. Besides the changes above: ``Tensor.to`` to
+a CUDA device is the identity on CPU (CLIP-Adapter's ``prompts.to('cuda')``), and CLIP-Adapter's
+``Adapter(1024, 4)`` (RN50's width, hard-coded) is made at the CLIP's width. Zero-shot CLIP
+trains nothing: only its evaluation is measured. Their DePT variants have no original code.
+
 Usage::
 
     python benchmarks/benchmark.py --classes 50 500 --official-dir /path/to/Koorye/DePT --out results.json
+    python benchmarks/benchmark.py --methods ZeroshotCLIP IVLP IVLPDePT VPT VPTDePT PromptSRC PromptSRCDePT \
+        CLIPAdapter CLIPAdapterDePT --original-dir coop=PATH --original-dir mpl=PATH \
+        --original-dir promptsrc=PATH --original-dir clip_adapter=PATH --out results.json
     python benchmarks/benchmark.py --quick          # a tiny CLIP, seconds: checks that it runs
     python benchmarks/benchmark.py --report results.json   # print a saved run's report again
 """
@@ -87,7 +104,9 @@ logger = logging.getLogger("benchmark")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "trainers")
-METHODS = ("CoOp", "CoOpDePT", "CoCoOp", "CoCoOpDePT", "KgCoOp", "KgCoOpDePT", "MaPLe", "MaPLeDePT")
+METHODS = ("CoOp", "CoOpDePT", "CoCoOp", "CoCoOpDePT", "KgCoOp", "KgCoOpDePT", "MaPLe", "MaPLeDePT",
+           "ZeroshotCLIP", "IVLP", "IVLPDePT", "VPT", "VPTDePT", "PromptSRC", "PromptSRCDePT", "CLIPAdapter",
+           "CLIPAdapterDePT")
 # Our trainer -> the official module and trainer class.
 OFFICIAL = {
     "CoOp": ("trainers.coop", "CoOp"),
@@ -99,6 +118,20 @@ OFFICIAL = {
     "MaPLe": ("trainers.maple", "MaPLe"),
     "MaPLeDePT": ("trainers.elp_maple", "ExtrasLinearProbeMaPLe"),
 }
+# Our trainer -> its original public code, for the methods DePT's official code lacks: (source,
+# module, trainer class, its config file in that source; None: ours without its TRAINER section, as
+# no config of the original is public). No original exists for their DePT variants.
+ORIGINAL = {
+    "ZeroshotCLIP": ("coop", "trainers.zsclip", "ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml"),
+    "IVLP": ("promptsrc", "trainers.independentVL", "IVLP", "configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+    "VPT": ("mpl", "trainers.vpt", "VPT", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml"),
+    "PromptSRC": ("promptsrc", "trainers.promptsrc", "PromptSRC",
+                  "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+    "CLIPAdapter": ("clip_adapter", "clip_adapter", "CLIP_Adapter", None),
+}
+#: ``--original-dir SOURCE=PATH``: the local checkouts ORIGINAL's sources name
+SOURCES = {"coop": "KaiyangZhou/CoOp", "mpl": "muzairkhattak/multimodal-prompt-learning",
+           "promptsrc": "muzairkhattak/PromptSRC", "clip_adapter": "gaopengcuhk/CLIP-Adapter (clip_adapter.py)"}
 PATHS = ("auto", "shared_prefix", "truncated", "full")  # DEPT.TEXT_ENCODING of our trainers
 VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
@@ -302,13 +335,15 @@ def build_ours(job, device):
 
 
 @contextlib.contextmanager
-def _official_imports(official_dir):
+def _official_imports(official_dir, own_clip=False):
     """Make the official code importable in this process without touching anything of ours.
 
     Its modules import ``plotnine`` (unused; not installed): an empty stand-in is inserted. Its
     ``trainers`` package registers ``CoOp`` etc. in Dassl's registry, where ours already are: the
     registry is emptied for the import and restored after. ``clip`` stays the installed package
-    (the official ``from clip import clip`` finds it); ``clip_maple`` is the official one.
+    (the official ``from clip import clip`` finds it); ``clip_maple`` is the official one. With
+    ``own_clip`` (the originals, whose vendored ``clip`` builds their prompted encoders from
+    ``design_details``) the source's ``clip`` is imported instead; its trainer modules keep it.
     """
     import clip  # noqa: F401
     from dassl.engine import TRAINER_REGISTRY
@@ -316,7 +351,9 @@ def _official_imports(official_dir):
     stand_in = types.ModuleType("plotnine")
     stand_in.__all__ = []
     sys.modules.setdefault("plotnine", stand_in)
-    shadowed = {name: sys.modules.pop(name) for name in ("trainers", "utils") if name in sys.modules}
+    names = ("trainers", "utils") + (("clip",) if own_clip else ())
+    shadowed = {name: sys.modules.pop(name) for name in list(sys.modules)
+                if name in names or name.split(".")[0] in names}
     registered = dict(TRAINER_REGISTRY._obj_map)
     TRAINER_REGISTRY._obj_map.clear()
     sys.path.insert(0, official_dir)
@@ -324,6 +361,8 @@ def _official_imports(official_dir):
         yield
     finally:
         sys.path.remove(official_dir)
+        for name in [name for name in sys.modules if name.split(".")[0] in names]:
+            del sys.modules[name]  # theirs, held on by their trainer modules
         TRAINER_REGISTRY._obj_map.clear()
         TRAINER_REGISTRY._obj_map.update(registered)
         sys.modules.update(shadowed)
@@ -348,17 +387,53 @@ class _Patches:
         self._saved.clear()
 
 
+#: trainer class -> the module it was imported from (no longer in sys.modules: see _official_imports)
+_MODULES = {}
+
+
+def _clip_modules(cls):
+    """The ``clip`` loader modules (``clip.clip``, ``clip_maple.clip``, a source's own) in use: the
+    installed ones and those the trainer's module holds (its siblings import the same objects)."""
+    found = [sys.modules[name] for name in ("clip.clip", "clip_maple.clip") if name in sys.modules]
+    module = _MODULES.get(cls)
+    if module is not None:
+        found += [v for v in vars(module).values() if isinstance(v, types.ModuleType) and hasattr(v, "_download")]
+    return list({id(m): m for m in found}.values())
+
+
+def _not_to_cuda(to):
+    def to_here(self, *args, **kwargs):
+        target = args[0] if args else kwargs.get("device")
+        if isinstance(target, (str, torch.device)) and torch.device(target).type == "cuda":
+            return self
+        return to(self, *args, **kwargs)
+    return to_here
+
+
 @contextlib.contextmanager
-def official_runtime(job):
-    """The run-time changes the official code needs here, undone on exit (module docstring)."""
+def official_runtime(job, cls=None):
+    """The run-time changes the official (or original) code needs here, undone on exit (module docstring)."""
     patches = _Patches()
     weights = job["weights"]
-    for name in ("clip.clip", "clip_maple.clip"):
-        if name in sys.modules:
-            patches.set(sys.modules[name], "_download", lambda url, root=None: weights)
+    for module in _clip_modules(cls):
+        patches.set(module, "_download", lambda url, root=None: weights)
     if job["device"] != "cuda":
         patches.set(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
         patches.set(torch.nn.Module, "cuda", lambda self, device=None: self.float())
+        patches.set(torch.Tensor, "to", _not_to_cuda(torch.Tensor.to))  # CLIP-Adapter's prompts.to("cuda")
+    module = _MODULES.get(cls)
+    adapter = getattr(module, "Adapter", None)
+    if cls is not None and cls.__name__ == "CLIP_Adapter" and adapter is not None:
+        # its Adapter(1024, 4): RN50's embedding width, hard-coded; this CLIP's width instead
+        width = torch.load(weights, map_location="cpu", weights_only=True)["text_projection"].shape[1]
+
+        def adapter_of_this_width(c_in, reduction=4):
+            module.Adapter = adapter  # its __init__ names the class (super(Adapter, self))
+            try:
+                return adapter(width, reduction)
+            finally:
+                module.Adapter = adapter_of_this_width
+        patches.set(module, "Adapter", adapter_of_this_width)
     if not job["fp16"]:
         patches.set(torch.Tensor, "half", lambda self, *args, **kwargs: self)
         patches.set(torch.nn.Module, "half", lambda self: self)
@@ -379,17 +454,33 @@ def official_extend_cfg(official_dir):
     return namespace["extend_cfg"]
 
 
+def reference_of(job):
+    """(directory, module, class name, config file or None, whether it brings its own clip) of the
+    code ``job`` measures: DePT's official code where it has the method, else the original."""
+    method = job["method"]
+    if method in OFFICIAL and job.get("official_dir"):
+        module, name = OFFICIAL[method]
+        config = os.path.join(job["official_dir"], "configs", "trainers", name, f"{config_name(method)}.yaml")
+        return job["official_dir"], module, name, config, False
+    source, module, name, config = ORIGINAL[method]
+    directory = job["original_dirs"][source]
+    return directory, module, name, config and os.path.join(directory, config), True
+
+
 def official_config_file(job):
-    """The official config file of the same name as ours (``config_name``; the base-to-new ones)."""
-    trainer = OFFICIAL[job["method"]][1]
-    return os.path.join(job["official_dir"], "configs", "trainers", trainer, f"{config_name(job['method'])}.yaml")
+    """The official config file of the same name as ours (``config_name``; the base-to-new ones),
+    or the original's."""
+    return reference_of(job)[3]
 
 
 def official_trainer_class(job):
-    """The official trainer class of ``job["method"]``, imported from ``job["official_dir"]``."""
-    module, name = OFFICIAL[job["method"]]
-    with _official_imports(os.path.abspath(job["official_dir"])):
-        return getattr(importlib.import_module(module), name)
+    """The official (or original) trainer class of ``job["method"]``, imported from its checkout."""
+    directory, module, name, _, own_clip = reference_of(job)
+    with _official_imports(os.path.abspath(directory), own_clip=own_clip):
+        imported = importlib.import_module(module)
+    cls = getattr(imported, name)
+    _MODULES[cls] = imported
+    return cls
 
 
 def build_official(job, cls, device):
@@ -400,8 +491,18 @@ def build_official(job, cls, device):
 
     patch_dassl_schedulers()
     cfg = get_cfg_default()
-    official_extend_cfg(os.path.abspath(job["official_dir"]))(cfg)
-    cfg.merge_from_file(official_config_file(job))
+    directory, _, _, config, _ = reference_of(job)
+    if os.path.exists(os.path.join(directory, "train.py")):
+        official_extend_cfg(os.path.abspath(directory))(cfg)
+    if config:
+        cfg.merge_from_file(config)
+    else:  # no public config of the original: ours, less our TRAINER keys
+        from yacs.config import CfgNode
+
+        with open(os.path.join(CONFIGS, job["method"], f"{config_name(job['method'])}.yaml")) as f:
+            ours = CfgNode.load_cfg(f)
+        ours.pop("TRAINER", None)
+        cfg.merge_from_other_cfg(ours)
     _overrides(cfg, job)
     return trainer_without_data(cls, cfg, job["classnames"], device)
 
@@ -440,7 +541,7 @@ def run_job(job):
     with contextlib.ExitStack() as stack:
         if official:
             cls = official_trainer_class(job)  # imported first: official_runtime patches its modules
-            stack.enter_context(official_runtime(job))
+            stack.enter_context(official_runtime(job, cls))
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # its print()s: not our report
             trainer = build_official(job, cls, device)
         else:
@@ -453,16 +554,21 @@ def run_job(job):
         memory = PeakMemory(device)
         memory.start()
         try:
+            if not job.get("train", True):  # zero-shot CLIP: evaluated as built, no training step
+                raise _NoTraining
             times = timed(lambda: trainer.forward_backward(batch), device, job["warmup"], job["steps"], job["budget"])
             growth, total = memory.peak()
             result.update(step_s=statistics.median(times), steps_timed=len(times), step_times=times,
                           peak_growth_bytes=growth, peak_total_bytes=total, memory_method=memory.method)
+        except _NoTraining:
+            result["no_training"] = True
         except (RuntimeError, MemoryError) as error:
             if not _out_of_memory(error):
                 raise
             result.update(error=f"out of memory in training{_limit_note(job)}", error_detail=str(error)[:300])
         if job["test"] and ("error" not in result or official):
-            trainer.optim.zero_grad(set_to_none=True)
+            if getattr(trainer, "optim", None) is not None:
+                trainer.optim.zero_grad(set_to_none=True)
             gc.collect()
             result.update(measure_test(trainer, test_images, job, device))
     return result
@@ -475,7 +581,7 @@ def measure_test(trainer, images, job, device):
     before_test = getattr(trainer, "before_test", None)  # ours: DePT decides whether its head applies
     if before_test is not None:
         before_test()
-    cache = getattr(trainer.model, "cached_text_features", None)  # ours: text features once per evaluation
+    cache = getattr(getattr(trainer, "model", None), "cached_text_features", None)  # ours: text once per evaluation
     figures = {}
     with torch.no_grad():
         if cache is not None and trainer.model.image_independent_text:
@@ -492,6 +598,10 @@ def measure_test(trainer, images, job, device):
             times = timed(lambda: trainer.model_inference(images), device, 0, job["eval_repeats"], job["budget"])
     figures.update(test_batch_s=statistics.median(times), test_repeats=len(times))
     return figures
+
+
+class _NoTraining(Exception):
+    """The method trains nothing (zero-shot CLIP)."""
 
 
 def _limit_note(job):
@@ -659,14 +769,14 @@ def table(results):
     for r in sorted(rows, key=lambda r: (r["classes"], METHODS.index(r["method"]) if r["method"] in METHODS
                                          else len(METHODS), r["method"], -r["batch"], r["kind"] != "ours")):
         ref = _official_of(results, r) if r["kind"] == "ours" else None
-        code = "official" if r["kind"] == "official" else ("ours" if r["path"] == "auto" else f"ours ({r['path']})")
+        code = r["path"] if r["kind"] == "official" else ("ours" if r["path"] == "auto" else f"ours ({r['path']})")
         if "step_s" in r:
             speedup = ref["step_s"] / r["step_s"] if ref else None
             mem = r["peak_growth_bytes"] / ref["peak_growth_bytes"] if ref and ref.get("peak_growth_bytes") else None
             train = (f"{r['step_s']:.2f} ({r['steps_timed']}) | {_fmt(speedup, '.1f')} | "
                      f"{r['peak_growth_bytes'] / mb:,.0f} | {_fmt(mem, '.3f')} | {r['peak_total_bytes'] / mb:,.0f}")
         else:
-            train = f"{r.get('error', 'n/a')} | | | |"
+            train = f"{r.get('error') or ('no training step' if r.get('no_training') else 'n/a')} | | | |"
         test_ref = _official_test_of(results, r) if r["kind"] == "ours" else None
         img_s = r.get("test_img_s")
         test = _fmt(img_s, ".2f")
@@ -741,6 +851,9 @@ def parse_args(argv):
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=["auto"],
                         help="our text-encoding paths (DEPT.TEXT_ENCODING); all are exact")
     parser.add_argument("--official-dir", default="", help="a local checkout of Koorye/DePT to measure beside ours")
+    parser.add_argument("--original-dir", action="append", default=[], metavar="SOURCE=PATH",
+                        help="a local checkout of a method's original code, for the methods DePT's official code "
+                             "lacks; SOURCE: " + ", ".join(f"{k} ({v})" for k, v in SOURCES.items()))
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (fp16)")
     parser.add_argument("--batch", type=int, default=4, help="training batch (each method also runs at its "
                         "config's batch where that differs: CoCoOp 1)")
@@ -779,6 +892,14 @@ def parse_args(argv):
         args.steps, args.eval_repeats, args.warmup = 1, 1, 1
         args.test_batch = min(args.test_batch, 4)
         args.test_images_per_class = min(args.test_images_per_class, 2)
+    args.original_dirs = {}
+    for item in args.original_dir:
+        source, _, path = item.partition("=")
+        if source not in SOURCES or not path:
+            parser.error(f"--original-dir {item}: give SOURCE=PATH, SOURCE one of {', '.join(SOURCES)}")
+        if not os.path.isdir(path):
+            parser.error(f"--original-dir {item}: {path} is not a directory")
+        args.original_dirs[source] = os.path.abspath(path)
     unknown = [m for m in args.methods if m not in METHODS and not _registered(m)]
     if unknown:
         parser.error(f"not registered trainers: {unknown}")
@@ -815,6 +936,22 @@ def write_weights(model_name, seed, path):
         model.initialize_parameters()
     torch.save(model.state_dict(), path)
     return model.visual.input_resolution
+
+
+def trainer_class(method):
+    from dept.results import trainer_class as registered
+
+    return registered(method)
+
+
+def reference_code(method, settings):
+    """What the method is measured beside: "official" (DePT's official code has it, and
+    --official-dir is given), "original" (its original code, --original-dir given), or None."""
+    if method in OFFICIAL and settings["official_dir"]:
+        return "official"
+    if method in ORIGINAL and ORIGINAL[method][0] in settings["original_dirs"]:
+        return "original"
+    return None
 
 
 def conditional(method, weights):
@@ -863,19 +1000,23 @@ def main(argv=None):
                         eval_repeats=args.eval_repeats, budget=args.budget, image_size=image_size,
                         test_images_per_class=args.test_images_per_class, memory_limit_bytes=limit,
                         official_dir=os.path.abspath(args.official_dir) if args.official_dir else "",
+                        original_dirs=args.original_dirs,
                         wait_idle=args.wait_idle)
         jobs = [dict(settings, kind="floor", weights=weights)]
         for method in args.methods:
             cond = conditional(method, probe)
+            trains = getattr(trainer_class(method), "trained", True)
             own_batch = our_config(method).DATALOADER.TRAIN_X.BATCH_SIZE  # the real config's, also with --quick
-            batches = [args.batch] + ([own_batch] if own_batch != args.batch else [])
+            batches = [args.batch] + ([own_batch] if own_batch != args.batch and trains else [])
             for classes in sorted(args.conditional_classes if cond else args.classes):
-                common = dict(settings, method=method, classes=classes, classnames=names[:classes], weights=weights)
+                common = dict(settings, method=method, classes=classes, classnames=names[:classes], weights=weights,
+                              train=trains)
                 for i, batch in enumerate(batches):
                     for path in args.paths:
                         jobs.append(dict(common, kind="ours", path=path, batch=batch, test=i == 0))
-                    if args.official_dir and method in OFFICIAL:
-                        jobs.append(dict(common, kind="official", path="official", batch=batch, test=i == 0))
+                    reference = reference_code(method, settings)
+                    if reference:
+                        jobs.append(dict(common, kind="official", path=reference, batch=batch, test=i == 0))
         load_before = os.getloadavg()
         done = _saved_results(args.out, settings) if args.resume else {}
         results = []

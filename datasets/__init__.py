@@ -10,7 +10,7 @@ every dataset module, which is what registers them.
 """
 from .base import CoOpDataset
 from .caltech101 import Caltech101
-from .digits import Digits, prepare_digits
+from .digits import Digits, DigitsInverted, prepare_digits
 from .dtd import DescribableTextures
 from .errors import DatasetError, DatasetNotFoundError, MissingImagesError, UnreadableImageError
 from .eurosat import EuroSAT
@@ -40,6 +40,6 @@ BENCHMARK = (
 __all__ = [
     "BENCHMARK", "CoOpDataset", "ImageNetFamily", "ImageNetTestSet", "CheckedDatasetWrapper", "check_image",
     "DatasetError", "DatasetNotFoundError", "MissingImagesError", "UnreadableImageError",
-    "subsample_classes", "prepare_digits", "Digits",
+    "subsample_classes", "prepare_digits", "Digits", "DigitsInverted",
     *(cls.__name__ for cls in BENCHMARK),
 ]

@@ -5,6 +5,10 @@ run anywhere in seconds with no download: ``prepare_digits(root)`` writes the 1,
 handwritten digits of ``sklearn.datasets.load_digits`` as 32x32 RGB PNGs plus a CoOp split file,
 and the ``Digits`` dataset reads them through the shared base like any benchmark dataset.
 Classes are "zero".."nine" with labels 0..9, so base = zero..four and new = five..nine.
+
+``DigitsInverted`` is the same images with inverted grey levels (white digits on black become
+black on white), the same split: the demo's target domain for the cross-dataset and
+domain-generalisation protocols (same classes, another look), as ImageNet-Sketch is to ImageNet.
 """
 import contextlib
 import logging
@@ -26,6 +30,8 @@ logger = logging.getLogger(__name__)
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FOLDER = "digits"
 SPLIT_FILE = "split_zhou_Digits.json"
+INVERTED_FOLDER = "digits_inverted"
+INVERTED_SPLIT_FILE = "split_zhou_DigitsInverted.json"
 FRACTIONS = (0.5, 0.2)  # train, val per class; the rest is test (CoOp's DTD-style 50/20/30)
 SPLIT_SEED = 0  # a private RNG, so preparing the data never touches the global random stream
 IMAGE_SIZE = 32
@@ -53,9 +59,9 @@ def _relpath(index, label):
     return f"{name}/{name}_{index:04d}.png"
 
 
-def _is_prepared(dataset_dir):
+def _is_prepared(dataset_dir, split_file=SPLIT_FILE):
     """True when the split file (written last) is there and every image it lists is non-empty."""
-    split_path = os.path.join(dataset_dir, SPLIT_FILE)
+    split_path = os.path.join(dataset_dir, split_file)
     if not os.path.isfile(split_path):
         return False
     try:
@@ -109,8 +115,9 @@ def _save_png(img, path):
         raise
 
 
-def prepare_digits(root):
-    """Write ``<root>/digits/images/<class>/*.png`` and ``<root>/digits/split_zhou_Digits.json``.
+def prepare_digits(root, inverted=None):
+    """Write ``<root>/digits/images/<class>/*.png`` and ``<root>/digits/split_zhou_Digits.json``,
+    and the same for ``digits_inverted`` (``inverted`` True or False: only that one).
 
     Idempotent: returns at once if both are already complete. Returns the absolute data root,
     the value for ``DATASET.ROOT``.
@@ -121,13 +128,20 @@ def prepare_digits(root):
     unique temporary name and renamed into place, so a reader never sees half an image, and the
     split file comes last: it marks the dataset complete.
     """
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    for flag in ((False, True) if inverted is None else (inverted,)):
+        _prepare(root, flag)
+    return root
+
+
+def _prepare(root, inverted):
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    root = os.path.abspath(os.path.expanduser(str(root)))
-    dataset_dir = os.path.join(root, FOLDER)
-    if _is_prepared(dataset_dir):
+    folder, split_file = (INVERTED_FOLDER, INVERTED_SPLIT_FILE) if inverted else (FOLDER, SPLIT_FILE)
+    dataset_dir = os.path.join(root, folder)
+    if _is_prepared(dataset_dir, split_file):
         return root
     lock = FileLock(os.path.join(dataset_dir, LOCK_FILE))
     try:
@@ -136,13 +150,15 @@ def prepare_digits(root):
         logger.info("Waiting for another process writing the Digits demo dataset (%s)", err)
         lock.acquire()
     try:
-        if _is_prepared(dataset_dir):  # the process we waited for finished it
+        if _is_prepared(dataset_dir, split_file):  # the process we waited for finished it
             return root
         _remove_leftovers(dataset_dir)
         digits = load_digits()
         labels = [int(y) for y in digits.target]
         # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
         pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+        if inverted:
+            pixels = 255 - pixels
         image_dir = os.path.join(dataset_dir, "images")
         for index, (image, label) in enumerate(zip(pixels, labels)):
             img = Image.fromarray(image, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
@@ -151,10 +167,10 @@ def prepare_digits(root):
             key: [[_relpath(i, labels[i]), labels[i], CLASSNAMES[labels[i]]] for i in idxs]
             for key, idxs in _split_indices(labels).items()
         }
-        write_split_entries(split, os.path.join(dataset_dir, SPLIT_FILE))  # last: marks completion
+        write_split_entries(split, os.path.join(dataset_dir, split_file))  # last: marks completion
     finally:
         lock.release()
-    logger.info("Wrote the Digits demo dataset (%d images) to %s", len(labels), dataset_dir)
+    logger.info("Wrote the %s demo dataset (%d images) to %s", folder, len(labels), dataset_dir)
     return root
 
 
@@ -173,3 +189,17 @@ class Digits(CoOpDataset):
 
 
 register(DATASET_REGISTRY, Digits)
+
+
+class DigitsInverted(Digits):
+    """The demo's target domain: the digits with inverted grey levels (``prepare_digits``)."""
+
+    dataset_dir = INVERTED_FOLDER
+    split_file = INVERTED_SPLIT_FILE
+    pieces = (
+        Piece("images", "image folder", _PREPARE, is_dir=True),
+        Piece(INVERTED_SPLIT_FILE, "split file", _PREPARE),
+    )
+
+
+register(DATASET_REGISTRY, DigitsInverted)

@@ -1,11 +1,17 @@
-"""``python -m dept <command>``: base2new (the protocol runner), train, data (check, fetch-splits, ...),
-dassl-fix (Dassl's warm-up schedulers on current torch, for the whole environment)."""
+"""``python -m dept <command>``: the protocols (base2new, cross-dataset, dg, few-shot), a grid file,
+report, train, data (check, fetch-splits, ...), dassl-fix (Dassl's warm-up schedulers on current
+torch, for the whole environment)."""
 import sys
 
 USAGE = """usage: python -m dept <command> [args]
 
-commands:
+commands (protocols: python -m dept <protocol> --help):
   base2new      train on base classes, evaluate on new ones, write the results table
+  cross-dataset train on ImageNet (all classes, 16 shots), evaluate on the 10 other datasets
+  dg            the same ImageNet model on ImageNet-V2, -Sketch, -A, -R (domain generalisation)
+  few-shot      train on all classes at 1, 2, 4, 8, 16 shots, on each dataset
+  grid FILE.yaml  several protocols' grids from one file (dept/grid_file.py)
+  report ROOT   tables (mean ± std, H, averages, the paper's figures) and figures of every finished run
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
   data fetch-splits   download the CoOp split files (gdown) and verify their checksums
@@ -25,10 +31,18 @@ def main(argv=None):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "base2new":
-        from dept.runner import base2new
+    if command.replace("-", "_") in ("base2new", "cross_dataset", "dg", "few_shot"):
+        from dept.runner import run_protocol
 
-        return base2new(rest)
+        return run_protocol(command, rest)
+    if command == "grid":
+        from dept.grid_file import main as grid_main
+
+        return grid_main(rest)
+    if command == "report":
+        from dept.report import main as report_main
+
+        return report_main(rest)
     if command == "train":
         from dept.train import cli
 

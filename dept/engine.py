@@ -99,6 +99,9 @@ class PromptTrainer(TrainerX):
     official_checkpoint_names = ("prompt_learner", "PromptLearner")
     #: the base-to-new config the runner uses (configs/trainers/<trainer>/<default_config>.yaml)
     default_config = "vit_b16_ep10_bs4_lr35"
+    #: other protocols' configs where the method's paper has its own ("cross_dataset", also used by
+    #: DG; "few_shot"); the default config otherwise (dept.protocols.protocol_config)
+    protocol_configs = {}
     #: its name in the paper's tables (dept/reference/dept_paper_*.csv); None: not in them
     paper_method = None
     #: the config of the tiny demo and of the tests (configs/trainers/<trainer>/<demo_config>.yaml)

@@ -28,11 +28,15 @@ def test_quick_benchmark_reports_every_method(tmp_path, capsys):
     assert {(r["method"], r["batch"]) for r in ours} == {(m, 4) for m in benchmark.METHODS} | {
         ("CoCoOp", 1), ("CoCoOpDePT", 1)}
     for r in ours:
-        assert r["step_s"] > 0 and r["test_img_s"] > 0 and r["peak_total_bytes"] > 0, r
+        if r["method"] == "ZeroshotCLIP":  # evaluated as built: no training step to time
+            assert r["no_training"] and "step_s" not in r and r["test_img_s"] > 0, r
+        else:
+            assert r["step_s"] > 0 and r["test_img_s"] > 0 and r["peak_total_bytes"] > 0, r
     for r in (r for r in ours if r["batch"] == 4):  # text encoded once per evaluation, except per image
         assert (r["text_once_s"] == 0) == r["method"].startswith("CoCoOp"), r
     assert {r["test_from_batch"] for r in ours if r["batch"] == 1} == {4}  # test figures measured once
-    for label in ("CLIP image encoder alone (floor)", "| 5 | CoCoOpDePT | 1 | ours |", "| 5 | MaPLeDePT | 4 | ours |"):
+    for label in ("CLIP image encoder alone (floor)", "| 5 | CoCoOpDePT | 1 | ours |", "| 5 | MaPLeDePT | 4 | ours |",
+                  "| 5 | ZeroshotCLIP | 4 | ours | no training step |", "| 5 | PromptSRCDePT | 4 | ours |"):
         assert label in report
     assert benchmark.main(["--report", str(out)]) == 0  # a saved run prints the same report
     assert capsys.readouterr().out == report
@@ -63,6 +67,18 @@ def test_official_runtime_changes_are_undone():
     assert torch.ones(1).half().dtype == torch.float16 and module.half().weight.dtype == torch.float16
     assert [torch.Tensor.half, torch.Tensor.cuda, torch.nn.Module.half, torch.nn.Module.cuda] == originals
     assert "half" not in vars(torch.Tensor)  # inherited from torch._C.TensorBase, as before
+
+
+def test_original_code_is_named_by_source(tmp_path):
+    args = benchmark.parse_args(["--original-dir", f"promptsrc={tmp_path}", "--methods", "PromptSRC", "VPT"])
+    settings = dict(official_dir="", original_dirs=args.original_dirs)
+    assert benchmark.reference_code("PromptSRC", settings) == "original"  # muzairkhattak/PromptSRC
+    assert benchmark.reference_code("VPT", settings) is None  # multimodal-prompt-learning not given
+    assert benchmark.reference_code("PromptSRCDePT", settings) is None  # no original code exists
+    assert benchmark.reference_code("CoOp", dict(settings, official_dir=str(tmp_path))) == "official"
+    for bad in ("promptsrc", f"nosuch={tmp_path}", f"mpl={tmp_path / 'missing'}"):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(["--original-dir", bad])
 
 
 def test_class_names(tmp_path):

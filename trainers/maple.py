@@ -71,6 +71,7 @@ class MaPLe(PromptTrainer):
     official_checkpoint_names = ("MultiModalPromptLearner",)
     official_checkpoint_part = ""  # the whole model
     default_config = "vit_b16_c2_ep10_batch4_2ctx"
+    protocol_configs = {"cross_dataset": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"}  # also DG (MaPLe's xd_*.sh)
 
     @classmethod
     def add_config(cls, cfg):

@@ -79,6 +79,8 @@ class PromptSRC(PromptTrainer):
     checkpoint_name = dept_checkpoint_name = "VLPromptLearner"  # the original's
     official_checkpoint_names = ("VLPromptLearner",)
     default_config = "vit_b16_c2_ep20_batch4_4+4ctx"
+    protocol_configs = {"cross_dataset": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",  # also DG
+                        "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
     official_checkpoint_part = ""  # the whole model
     official_names = staticmethod(official_prompt_names)
 
