@@ -24,12 +24,12 @@ STATUS_ORDER = ("found", "partial", "missing")
 
 def _datasets(names):
     """The dataset classes to walk: the benchmark, or the ones named (class or yaml-style name)."""
-    from dept.datasets import BENCHMARK, Digits
+    from dept.datasets import BENCHMARK, Digits, DigitsInverted
 
     def key(name):
         return name.lower().replace("-", "").replace("_", "")
 
-    everything = (*BENCHMARK, Digits)
+    everything = (*BENCHMARK, Digits, DigitsInverted)
     known = {key(cls.__name__): cls for cls in everything}
     known.update({key(cls.dataset_dir): cls for cls in everything})
     if not names:
@@ -231,7 +231,8 @@ def main(argv=None):
     if args.command == "prepare-demo":
         from dept.datasets.digits import prepare_digits
 
-        sys.stdout.write(f"Digits demo ready under {prepare_digits(args.root)}/digits\n")
+        root = prepare_digits(args.root)
+        sys.stdout.write(f"Digits demo ready under {root}/digits and {root}/digits_inverted\n")
         return 0
     classes = _datasets(args.dataset)
     if args.command == "fetch-splits":

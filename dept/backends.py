@@ -16,6 +16,7 @@ No back-end schedules anything itself:
   submitted. The runner waits for the array (or, with ``--no-wait``, returns at once: run the same
   command again later to gather the tables) and reads the results from the shared output root.
 """
+import contextlib
 import logging
 import os
 import queue
@@ -150,10 +151,51 @@ class Local:
                 raise errors[0]
 
 
+def _preempt_signal():
+    """The signal submitit has SLURM send before a task's time limit (``--signal=USR2@90``), and that
+    submitit handles by checkpointing and requeueing: USR2 unless ``$SUBMITIT_PREEMPT_SIGNAL`` says."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+
+
+@contextlib.contextmanager
+def _children_ignore(signum):
+    """Runs started within ignore ``signum`` (an ignored signal stays ignored across exec). SLURM
+    sends its time-limit warning to every process of the job: a ``dept.train`` would die of it
+    without saving; the task stops its run itself instead, with SIGTERM, which the run saves on."""
+    from dept import runner as runner_module
+
+    original = runner_module.child_setup
+
+    def child_setup(parent_pid):
+        setup = original(parent_pid)
+
+        def ignoring():
+            signal.signal(signum, signal.SIG_IGN)
+            setup()
+
+        return ignoring
+
+    runner_module.child_setup = child_setup
+    try:
+        yield
+    finally:
+        runner_module.child_setup = original
+
+
 class ChainJob:
     """What a SLURM task runs: the chain ``key`` of the grid this runner made, by a runner rebuilt
-    from the same arguments. submitit requeues it (``checkpoint``) on time-out or preemption; its
-    runs then resume from their checkpoints."""
+    from the same arguments, in the task's process (its runs are children, as everywhere).
+
+    Signals, as SLURM sends them to every process of the job:
+
+    * SIGTERM (``scancel``, a preemption): the run saves its state and the task exits without a
+      result (exit 143), so a task SLURM requeues after a preemption is still waited for, and a
+      cancelled one is reported as ended; the next runner resumes its runs.
+    * the time-limit warning (USR2, ``--signal=USR2@90``): the run is stopped with SIGTERM (it
+      ignores the warning itself: ``_children_ignore``) and saves; then submitit's handler calls
+      ``checkpoint``, which resubmits this same chain, and requeues the task (up to
+      ``--max-requeue`` times); the requeued task resumes its runs from their checkpoints.
+    """
 
     def __init__(self, args, demo, runner_opts):
         self.args, self.demo, self.runner_opts = args, demo, runner_opts
@@ -161,31 +203,95 @@ class ChainJob:
     def __call__(self, key):
         from dept.logs import setup_logging
         from dept.protocols import PROTOCOLS
-        from dept.runner import Interrupted, Runner
+        from dept.runner import Interrupted, Runner, UsageError
 
         setup_logging()
+        logging.getLogger("submitit").propagate = False  # it has its own handler: its lines once, not twice
         runner = Runner(self.args, self.demo, PROTOCOLS[self.args.protocol])
         runner.runner_opts = list(self.runner_opts)
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus and "OMP_NUM_THREADS" not in os.environ:  # torch would take every core of the node
+            runner._local.env = {"OMP_NUM_THREADS": cpus}
         grids = [runner.make_grid(t, s) for t in self.args.trainers for s in self.args.shots]
-        chain = next(c for c in runner.make_chains(grids) if c.key == key)
-        previous = {s: signal.signal(s, runner.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        chain = next((c for c in runner.make_chains(grids) if c.key == key), None)
+        if chain is None:
+            raise UsageError(f"the grid rebuilt in this task has no chain {key}: the configs changed since it "
+                             "was submitted? Run the runner again: it submits the grid as it is now")
+        logger.info("slurm task %s: %s", os.environ.get("SLURM_JOB_ID", "?"), chain.label)
+        warning = _preempt_signal()
+        submitit_handler = signal.getsignal(warning)  # checkpoint and requeue (submitit's, in a task)
+        warned = []
+
+        def on_warning(signum, frame):
+            logger.warning("slurm task: %s (time limit near, or preemption): stopping the run to requeue",
+                           signal.Signals(signum).name)
+            warned.append(signum)
+            runner.on_signal(signal.SIGTERM, frame)
+
+        handlers = {signal.SIGINT: runner.on_signal, signal.SIGTERM: runner.on_signal, warning: on_warning}
+        previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
         try:
-            runner.run_chain(chain, blocking=True)
+            with _children_ignore(warning):
+                runner.run_chain(chain, blocking=True)
         except Interrupted as err:
             logger.warning(err.line())
-            raise
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if warned and callable(submitit_handler):
+                submitit_handler(warned[0], None)  # checkpoint (this chain again), requeue, exit
+            raise SystemExit(128 + int(err.signum)) from None  # no result: a requeued task is still waited for
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return [(run.label, short) for run, short in runner.failed]
 
     def checkpoint(self, key):
+        """submitit, before requeueing: the same chain again (its runs resume from their checkpoints)."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, key)
 
 
+# squeue states of a task that will still run or is running (anything else has ended)
+_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+           "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+
+
+def queued_tasks(array_ids):
+    """``{task id: state}`` of the tasks of these job arrays that SLURM still runs or will run
+    (``squeue``: it needs no accounting, unlike ``sacct``); None when squeue does not answer."""
+    import subprocess
+
+    tasks = {}
+    for array_id in sorted(set(array_ids)):
+        try:
+            out = subprocess.run(["squeue", "--noheader", "--array", "--jobs", array_id, "--format", "%i %T"],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if out.returncode != 0:
+            if "Invalid job id" in out.stderr:  # ended long ago: forgotten by slurmctld
+                continue
+            return None
+        for line in out.stdout.splitlines():
+            task, _, state = line.strip().partition(" ")
+            if state in _ACTIVE:
+                tasks[task] = state
+    return tasks
+
+
 class Slurm:
+    """One job-array task per chain still to do, through submitit; see the module doc.
+
+    Followed with ``squeue`` (a task's result file says it ended well; a task gone from the queue
+    without one was cancelled or killed). ``<slurm folder>/submitted.json`` names the task of each
+    chain submitted: a runner started while an earlier submission still runs waits for those tasks
+    instead of submitting their chains twice."""
+
+    POLL_S = 2  # result files
+    QUEUE_POLL_S = 10  # squeue
+    RESULT_GRACE_S = 20  # a task gone from the queue: its result file may still be on its way (NFS)
+
     def __init__(self, runner):
         self.runner = runner
         try:
@@ -197,9 +303,12 @@ class Slurm:
 
     def parameters(self):
         a = self.runner.args
+        # srun is told the CPUs again: since SLURM 22.05 it no longer reads them from the job
+        # (SLURM_CPUS_PER_TASK), and the task would be bound to one CPU
         params = dict(timeout_min=a.time_min, cpus_per_task=a.cpus_per_job, mem_gb=a.mem_gb,
-                      slurm_array_parallelism=a.array_parallelism, slurm_max_num_timeout=a.max_requeue,
-                      name=f"dept-{self.runner.protocol.command}", tasks_per_node=1, nodes=1)
+                      name=f"dept-{self.runner.protocol.command}", tasks_per_node=1, nodes=1,
+                      slurm_array_parallelism=a.array_parallelism,
+                      slurm_srun_args=["--cpus-per-task", str(a.cpus_per_job)])
         if a.gpus_per_job:
             params["gpus_per_node"] = a.gpus_per_job
         for key, value in (("slurm_partition", a.slurm_partition), ("slurm_account", a.slurm_account),
@@ -212,6 +321,29 @@ class Slurm:
 
     def folder(self):
         return self.runner.args.slurm_folder or os.path.join(self.runner.output, "slurm")
+
+    def executor(self):
+        import shutil
+
+        import submitit
+
+        from dept.runner import UsageError
+
+        missing = [tool for tool in ("sbatch", "srun", "squeue") if shutil.which(tool) is None]
+        if missing:
+            raise UsageError(f"--backend slurm needs SLURM's {', '.join(missing)} on PATH: run it where jobs are "
+                             "submitted (a login node of the cluster)")
+        # max_num_timeout is the executor's, not an sbatch parameter (update_parameters refuses it)
+        executor = submitit.AutoExecutor(folder=os.path.join(self.folder(), "%j"), cluster="slurm",
+                                         slurm_max_num_timeout=self.runner.args.max_requeue)
+        executor.update_parameters(**self.parameters())
+        return executor
+
+    def job(self, task_id):
+        """submitit's handle on task ``<array>_<index>`` of an earlier submission (its files)."""
+        from submitit.slurm.slurm import SlurmJob
+
+        return SlurmJob(folder=os.path.join(self.folder(), "%j"), job_id=task_id)
 
     def unfinished(self, chains):
         """The chains with a run still to do (finished ones are verified here, not submitted)."""
@@ -234,37 +366,115 @@ class Slurm:
         logger.info("backend: slurm, %d of %d chain(s) to submit as one array; %s", len(todo), len(chains),
                     ", ".join(f"{k}={v}" for k, v in self.parameters().items()))
 
-    def run(self, chains):
-        import submitit
+    # -- the chains submitted and not ended ----------------------------------------------------
 
+    def _registry(self):
+        return os.path.join(self.folder(), "submitted.json")
+
+    def _read_registry(self):
+        import json
+
+        try:
+            with open(self._registry()) as f:
+                registry = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return registry if isinstance(registry, dict) else {}
+
+    def in_queue(self, chains):
+        """``{chain key: task id}`` of the chains a task submitted earlier still runs or will run."""
+        submitted = self._read_registry()
+        registry = {c.key: submitted[c.key] for c in chains if isinstance(submitted.get(c.key), str)}
+        if not registry:
+            return {}
+        queued = queued_tasks(task.split("_")[0] for task in registry.values())
+        return {key: task for key, task in registry.items() if queued and task in queued}
+
+    def _remember(self, submitted):
+        from dept.files import FileLock, write_json
+
+        os.makedirs(self.folder(), exist_ok=True)
+        with FileLock(os.path.join(self.folder(), ".submitted.lock")):
+            registry = dict(self._read_registry(), **submitted)
+            queued = queued_tasks(task.split("_")[0] for task in registry.values())
+            if queued is not None:  # forget the tasks that ended (keep all when squeue did not answer)
+                registry = {key: task for key, task in registry.items() if task in queued or key in submitted}
+            write_json(self._registry(), registry)
+
+    # -- submitting and waiting --------------------------------------------------------------
+
+    def run(self, chains):
         todo = self.unfinished(chains)
         if not todo:
             logger.info("slurm: every chain is finished on disk; nothing to submit")
             return
-        executor = submitit.AutoExecutor(folder=os.path.join(self.folder(), "%j"), cluster="slurm")
-        executor.update_parameters(**self.parameters())
-        job = ChainJob(self.runner.args, self.runner.demo, self.runner.runner_opts)
-        jobs = executor.map_array(job, [chain.key for chain in todo])
-        logger.info("slurm: submitted %d task(s) as job %s (logs: %s)", len(jobs), jobs[0].job_id.split("_")[0],
-                    self.folder())
+        running = self.in_queue(todo)
+        for chain in todo:
+            if chain.key in running:
+                logger.info("slurm: %s is in the queue already (task %s): not submitted again", chain.label,
+                            running[chain.key])
+        tasks = {chain.key: self.job(running[chain.key]) for chain in todo if chain.key in running}
+        submit = [chain for chain in todo if chain.key not in running]
+        if submit:
+            jobs = self.executor().map_array(ChainJob(self.runner.args, self.runner.demo, self.runner.runner_opts),
+                                             [chain.key for chain in submit])
+            logger.info("slurm: submitted %d task(s) as job %s (logs: %s)", len(jobs),
+                        jobs[0].job_id.split("_")[0], self.folder())
+            tasks.update((chain.key, j) for chain, j in zip(submit, jobs))
+            self._remember({chain.key: j.job_id for chain, j in zip(submit, jobs)})
         if self.runner.args.no_wait:
             logger.info("slurm: not waiting (--no-wait); run the same command again to gather the results")
             return
-        pending = dict(zip(jobs, todo))
+        self.wait({tasks[chain.key]: chain for chain in todo})
+
+    def wait(self, pending):
+        """Until every task of ``pending`` (submitit job: chain) has ended; failures go to the runner."""
+        total, gone, counts, last_poll = len(pending), {}, None, float("-inf")
         while pending:
-            for j in [j for j in pending if j.done()]:
-                chain = pending.pop(j)
-                try:
-                    for label, short in j.result():
-                        logger.error("FAILED %s: %s (task %s)", label, short, j.job_id)
-                        self.runner.failed.append((_Named(label), short))
-                except Exception as err:  # the task died: its runs are unfinished on disk
-                    logger.error("slurm task %s (%s) failed: %s", j.job_id, chain.label,
-                                 str(err).strip().splitlines()[-1:] or err)
-                    self.runner.failed.append((_Named(chain.label), f"slurm task {j.job_id} failed"))
-                logger.info("[progress] slurm: %d of %d task(s) done", len(jobs) - len(pending), len(jobs))
+            polled = time.time() - last_poll >= self.QUEUE_POLL_S
+            if polled:
+                queued, last_poll = queued_tasks(j.job_id.split("_")[0] for j in pending), time.time()
+                now = {s: sum(1 for j in pending if (queued or {}).get(j.job_id) == s) for s in ("RUNNING", "PENDING")}
+                if queued is not None and now != counts:
+                    counts = now
+                    logger.info("slurm: %d task(s) running, %d pending", now["RUNNING"], now["PENDING"])
+            for j, chain in list(pending.items()):
+                if j.paths.result_pickle.exists() or (polled and queued is None and j.done()):  # no squeue: sacct
+                    self.gather(j, chain)
+                elif not polled or queued is None:
+                    continue
+                elif j.job_id in queued:
+                    gone.pop(j, None)
+                    continue
+                elif time.time() - gone.setdefault(j, time.time()) < self.RESULT_GRACE_S:
+                    continue
+                else:
+                    logger.error("slurm task %s (%s) ended without a result: cancelled (scancel), preempted, out "
+                                 "of memory or out of time; its log: %s", j.job_id, chain.label, j.paths.stderr)
+                    self.runner.failed.append((_Named(chain.label), f"slurm task {j.job_id} ended without a result "
+                                               "(run the same command again: its runs resume)"))
+                del pending[j]
+                logger.info("[progress] slurm: %d of %d task(s) done", total - len(pending), total)
             if pending:
-                time.sleep(2)
+                time.sleep(self.POLL_S)
+
+    def gather(self, j, chain):
+        """The result of a task that wrote one: the runs that failed in it, or the error it raised."""
+        try:
+            for label, short in j.result():
+                logger.error("FAILED %s: %s (task %s)", label, short, j.job_id)
+                self.runner.failed.append((_Named(label), short))
+        except Exception as err:  # the task raised: its runs are unfinished on disk
+            logger.error("slurm task %s (%s) failed: %s (log: %s)", j.job_id, chain.label, _error_line(err),
+                         j.paths.stderr)
+            self.runner.failed.append((_Named(chain.label), f"slurm task {j.job_id} failed: {_error_line(err)}"))
+
+
+def _error_line(err):
+    """The exception line of the traceback submitit's error carries (between its dashed lines)."""
+    parts = str(err).split("----------------------")
+    lines = [line.strip() for line in (parts[1] if len(parts) > 2 else str(err)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 class _Named:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.utils import AverageMeter, MetricMeter
+from tqdm import tqdm
 
 from dept import faults, interrupts
 from dept.checkpoint import (
@@ -263,7 +264,11 @@ class PromptTrainer(TrainerX):
             set_rng_state(self._resume_rng)
             logger.info("Resuming epoch %d at batch %d of %d", self.epoch + 1, skip + 1, self.num_batches)
         end = time.time()
-        with interrupts.deferred():
+        # A progress bar on a terminal only (disable=None): logs get Dassl's step lines, and the
+        # protocol runner its own progress lines.
+        bar = tqdm(total=self.num_batches, initial=skip, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
+                   disable=None, leave=False, dynamic_ncols=True)
+        with interrupts.deferred(), bar:
             for batch_idx in range(skip, self.num_batches):
                 self.batch_idx = batch_idx
                 batch = next(batches)
@@ -275,6 +280,7 @@ class PromptTrainer(TrainerX):
                 for name, meter in losses.meters.items():
                     self.write_scalar("train/" + name, meter.avg, n_iter)
                 self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                bar.update(1)
                 faults.reached("step")
                 done = self.batch_idx + 1
                 if interrupts.pending() is not None and done < self.num_batches:

@@ -11,11 +11,19 @@ DATA = os.path.join(REPO, "tests", "data")
 # Set by .ci/run: CI must exercise the real Dassl. Then a Dassl integration test that is skipped
 # (for any reason), none running, or Dassl not importable fails the run instead of passing quietly.
 REQUIRE_DASSL = os.environ.get("DEPT_REQUIRE_DASSL", "").strip() not in ("", "0")
+# The same for the tests of --backend slurm against a real SLURM (.ci/run starts a one-node cluster
+# with .ci/slurm/setup.sh): with DEPT_REQUIRE_SLURM=1, a skipped SLURM test, or none running, fails.
+# Only for the suite beside its SLURM tests: copies of this file elsewhere (test_compat_ci.py runs
+# pytest on such copies, in CI's environment) have none to require.
+REQUIRE_SLURM = (os.environ.get("DEPT_REQUIRE_SLURM", "").strip() not in ("", "0")
+                 and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_slurm_backend.py")))
+SLURM_TOOLS = ("sinfo", "sbatch", "srun", "squeue", "scancel")
 _session = {}
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "dassl: runs the real Dassl.pytorch (skipped when it is not installed)")
+    config.addinivalue_line("markers", "slurm: submits jobs to a real SLURM (skipped without sinfo/sbatch or submitit)")
 
 
 def pytest_sessionstart(session):
@@ -30,6 +38,20 @@ def _dassl_import_error():
     return None
 
 
+def _slurm_missing():
+    """Why the SLURM tests cannot run here (SLURM's commands or submitit missing), or None."""
+    import shutil
+
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"SLURM's {', '.join(missing)} not on PATH (bash .ci/slurm/setup.sh starts a one-node cluster)"
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed (pip install submitit)"
+    return None
+
+
 def _is_dassl_report(report):
     """A test marked ``dassl``, or a module skipped at collection by ``pytest.importorskip("dassl")``."""
     if "dassl" in getattr(report, "keywords", {}):
@@ -39,7 +61,8 @@ def _is_dassl_report(report):
 
 def pytest_terminal_summary(terminalreporter):
     """Say plainly how many tests ran the real Dassl (CI reads this line); with
-    DEPT_REQUIRE_DASSL=1, fail the run when they did not all run."""
+    DEPT_REQUIRE_DASSL=1, fail the run when they did not all run. The same for SLURM."""
+    _slurm_summary(terminalreporter)
     reports = {outcome: [r for r in terminalreporter.stats.get(outcome, []) if _is_dassl_report(r)]
                for outcome in ("passed", "failed", "error", "skipped")}
     counts = {outcome: len(found) for outcome, found in reports.items()}
@@ -68,11 +91,44 @@ def pytest_terminal_summary(terminalreporter):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _slurm_summary(terminalreporter):
+    """The SLURM tests' line; with DEPT_REQUIRE_SLURM=1, fail the run when they did not all run."""
+    reports = {outcome: [r for r in terminalreporter.stats.get(outcome, []) if "slurm" in getattr(r, "keywords", {})]
+               for outcome in ("passed", "failed", "error", "skipped")}
+    counts = {outcome: len(found) for outcome, found in reports.items()}
+    ran = counts["passed"] + counts["failed"] + counts["error"]
+    terminalreporter.write_line(
+        f"SLURM tests: {ran} ran ({counts['passed']} passed, {counts['failed'] + counts['error']} failed), "
+        f"{counts['skipped']} skipped"
+    )
+    if not REQUIRE_SLURM:
+        return
+    problems = [] if _slurm_missing() is None else [_slurm_missing()]
+    for report in reports["skipped"]:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        problems.append(f"skipped: {report.nodeid}: {reason}")
+    if ran == 0:
+        problems.append("no SLURM test ran")
+    if problems:
+        terminalreporter.write_line(f"DEPT_REQUIRE_SLURM=1: FAILED, {len(problems)} problem(s):", red=True, bold=True)
+        for line in problems:
+            terminalreporter.write_line(f"  {line}", red=True)
+        session = _session.get("session")
+        if session is not None:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config, items):
     if _dassl_import_error() is not None:
         skip = pytest.mark.skip(reason="dassl is not installed (see README: Install)")
         for item in items:
             if "dassl" in item.keywords:
+                item.add_marker(skip)
+    missing = _slurm_missing()
+    if missing is not None:
+        skip = pytest.mark.skip(reason=missing)
+        for item in items:
+            if "slurm" in item.keywords:
                 item.add_marker(skip)
 
 

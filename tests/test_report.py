@@ -1,0 +1,467 @@
+"""``python -m dept report``: tables and figures from a fixed output root of run records.
+
+The root is written record by record (no training): base-to-new CoOp and CoOpDePT on two datasets
+and three seeds, with a failed test_new, a seed that never ran and a CLIP that is not ViT-B/16
+elsewhere; cross-dataset and DG evaluations with an evaluation of another checkpoint and a run
+still "running"; few-shot runs at 1, 2 and 4 shots. Every number is checked against what it must
+be by hand, and every figure is opened and looked at (size, colours of its series).
+"""
+import csv
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from dept import report
+from dept.protocol_results import paper_transfer
+from dept.protocols import CROSS_DATASET_TARGETS, DG_TARGETS
+from dept.results import PAPER_DATASETS, VIT_B16_ARCH, paper_base2new
+from dept.run_record import write_record
+
+CFG = "vit_b16_ep10_bs4_lr35"
+VIT_B16 = {"name": "ViT-B/16", "path": None, "arch": dict(VIT_B16_ARCH)}
+B2N = "base2new/{stage}/{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"
+TRAIN = "{dataset}/{trainer}/{cfg}_{shots}shots/seed{seed}"
+EVAL = "evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}"
+# base2new: {(trainer, dataset): {seed: (base, new)}}. CoOp dtd seed 2's test_new fails; CoOpDePT
+# eurosat has no seed 3 at all.
+BASE2NEW = {
+    ("CoOp", "dtd"): {1: (80.0, 50.0), 2: (81.0, None), 3: (82.0, 54.0)},
+    ("CoOp", "eurosat"): {1: (90.0, 60.0), 2: (91.0, 62.0), 3: (92.0, 64.0)},
+    ("CoOpDePT", "dtd"): {1: (83.0, 55.0), 2: (84.0, 56.0), 3: (85.0, 57.0)},
+    ("CoOpDePT", "eurosat"): {1: (93.0, 65.0), 2: (95.0, 67.0)},
+}
+# Trained on ImageNet (16 shots), then evaluated: {(trainer, dataset): [seed 1, 2, 3]}.
+SOURCE = {"CoOp": [71.0, 72.0, 73.0], "CoOpDePT": [72.0, 73.0, 74.0]}
+TARGETS = {
+    ("CoOp", "caltech101"): [93.0, 94.0, 95.0], ("CoOpDePT", "caltech101"): [94.0, 94.0, 94.0],
+    ("CoOp", "oxford_pets"): [89.0, 90.0, 91.0], ("CoOpDePT", "oxford_pets"): [90.0, 91.0, 99.0],  # seed 3: bad sha
+    ("CoOp", "imagenetv2"): [64.0, 64.0, 64.0], ("CoOpDePT", "imagenetv2"): [65.0, 65.0, 65.0],
+    ("CoOp", "imagenet_sketch"): [48.0, 49.0, None], ("CoOpDePT", "imagenet_sketch"): [50.0, 50.0, 50.0],  # running
+}
+FEW_SHOTS = (1, 2, 4)
+
+
+def config(trainer, dataset, seed, shots, subsample="all"):
+    """The keys of a recorded yacs dump that the report checks against the folder."""
+    return (f"DATASET:\n  NAME: {dataset}\n  NUM_SHOTS: {shots}\n  SUBSAMPLE_CLASSES: {subsample}\n"
+            f"SEED: {seed}\nTRAINER:\n  NAME: {trainer}\n")
+
+
+def put(root, layout, trainer, dataset, seed, accuracy, shots=16, cfg=CFG, stage="", status="finished",
+        sha=None, clip=VIT_B16, notes=(), error=None):
+    folder = os.path.join(root, layout.format(stage=stage, dataset=dataset, shots=shots, trainer=trainer, cfg=cfg,
+                                              seed=seed))
+    subsample = {"train_base": "base", "test_new": "new"}.get(stage, "all")
+    record = {"status": status, "mode": "eval" if layout == EVAL or stage == "test_new" else "train",
+              "trainer": trainer, "config": config(trainer, dataset, seed, shots, subsample),
+              "result": None if accuracy is None else {"split": "test", "accuracy": accuracy},
+              "checkpoint": {"path": "x", "sha256": sha, "epoch": 10} if sha else None, "clip": clip,
+              "notes": list(notes)}
+    if error:
+        record["error"] = error
+    write_record(folder, record)
+    return os.path.relpath(folder, root)
+
+
+def build_root(root):
+    for (trainer, dataset), seeds in BASE2NEW.items():
+        for seed, (base, new) in seeds.items():
+            sha = f"{trainer}-{dataset}-{seed}"
+            put(root, B2N, trainer, dataset, seed, base, stage="train_base", sha=sha)
+            if new is None:
+                put(root, B2N, trainer, dataset, seed, None, stage="test_new", status="failed", sha=sha,
+                    error="RuntimeError: CUDA out of memory")
+            else:
+                put(root, B2N, trainer, dataset, seed, new, stage="test_new", sha=sha)
+    for trainer, accuracies in SOURCE.items():
+        for seed, accuracy in enumerate(accuracies, 1):
+            put(root, TRAIN, trainer, "imagenet", seed, accuracy, sha=f"{trainer}-imagenet-{seed}")
+    for (trainer, dataset), accuracies in TARGETS.items():
+        for seed, accuracy in enumerate(accuracies, 1):
+            bad = (trainer, dataset, seed) == ("CoOpDePT", "oxford_pets", 3)
+            put(root, EVAL, trainer, dataset, seed, accuracy, status="running" if accuracy is None else "finished",
+                sha="another-checkpoint" if bad else f"{trainer}-imagenet-{seed}")
+    for trainer, gain in (("CoOp", 0.0), ("CoOpDePT", 2.0)):
+        for dataset, start in (("dtd", 40.0), ("eurosat", 60.0)):
+            for i, shots in enumerate(FEW_SHOTS):
+                for seed in (1, 2, 3):
+                    put(root, TRAIN, trainer, dataset, seed, start + 5 * i + gain + (seed - 2), shots=shots,
+                        sha=f"fs-{trainer}-{dataset}-{shots}-{seed}")
+    # Not runs of any table: a record outside the layouts, the demo's folder, the runner's own tables.
+    write_record(os.path.join(root, "misc", "copied"), {"status": "finished"})
+    put(root, "demo/{trainer}/{cfg}_{shots}shots/seed{seed}", "CoOp", "digits", 1, 10.0, cfg="demo_tiny")
+    put(root, "dtd/results/{cfg}_{shots}shots/seed{seed}", "CoOp", "dtd", 1, 10.0, cfg="x")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The report of the fixed root, written once for the module: (root, out, tables, printed text)."""
+    root = str(tmp_path_factory.mktemp("output"))
+    build_root(root)
+    out = os.path.join(root, "report")
+    tables, runs, absent, text = report.write_report(root, out)
+    return root, out, tables, text
+
+
+def one(rows, **match):
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, len(found))
+    return found[0]
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+# -- base to new -------------------------------------------------------------------------------------
+
+def test_base2new_cells_are_seed_means_with_std_and_h(built):
+    rows = built[2]["base2new"]
+    dtd = one(rows, dataset="dtd", trainer="CoOp")
+    assert (dtd["method"], dtd["dept"], dtd["config"], dtd["shots"]) == ("CoOp", 0, CFG, 16)
+    assert (dtd["seeds"], dtd["expected_seeds"], dtd["seed_ids"], dtd["missing_seeds"]) == (2, 3, "1 3", "2")
+    assert dtd["base"] == pytest.approx(81.0) and dtd["base_std"] == pytest.approx(math.sqrt(2))
+    assert dtd["new"] == pytest.approx(52.0) and dtd["new_std"] == pytest.approx(math.sqrt(8))
+    assert dtd["hm"] == pytest.approx(hm(81, 52))
+    eurosat = one(rows, dataset="eurosat", trainer="CoOp")
+    assert (eurosat["seeds"], eurosat["base"], eurosat["base_std"], eurosat["new"], eurosat["new_std"]) == \
+        (3, pytest.approx(91.0), pytest.approx(1.0), pytest.approx(62.0), pytest.approx(2.0))
+    dept = one(rows, dataset="eurosat", trainer="CoOpDePT")
+    assert (dept["method"], dept["dept"], dept["seeds"], dept["seed_ids"]) == ("CoOp", 1, 2, "1 2")
+    assert dept["base"] == pytest.approx(94.0) and dept["new"] == pytest.approx(66.0)
+
+
+def test_base2new_averages_are_the_papers_mean_of_means_and_h_of_the_means(built):
+    rows = built[2]["base2new"]
+    coop = one(rows, dataset="average", trainer="CoOp")
+    assert (coop["base"], coop["new"]) == (pytest.approx(86.0), pytest.approx(57.0))
+    assert coop["hm"] == pytest.approx(hm(86, 57))  # not the mean of the datasets' H
+    assert coop["seeds"] == 2 and coop["expected_seeds"] == 3
+    assert "includes datasets with fewer seeds: dtd (2/3)" in coop["note"]
+    dept = one(rows, dataset="average", trainer="CoOpDePT")
+    assert (dept["base"], dept["new"]) == (pytest.approx(89.0), pytest.approx(61.0))
+    assert "includes datasets with fewer seeds: eurosat (2/3)" in dept["note"]
+
+
+def test_base2new_dept_gain_is_beside_the_dept_row(built):
+    rows = built[2]["base2new"]
+    dtd = one(rows, dataset="dtd", trainer="CoOpDePT")
+    assert (dtd["dept_gain_base"], dtd["dept_gain_new"]) == (pytest.approx(3.0), pytest.approx(4.0))
+    assert dtd["dept_gain_hm"] == pytest.approx(hm(84, 56) - hm(81, 52))
+    avg = one(rows, dataset="average", trainer="CoOpDePT")
+    assert avg["dept_gain_hm"] == pytest.approx(hm(89, 61) - hm(86, 57))
+    assert one(rows, dataset="dtd", trainer="CoOp")["dept_gain_hm"] is None
+
+
+def test_base2new_paper_figures_and_differences_in_the_papers_setting(built):
+    rows = built[2]["base2new"]
+    paper = paper_base2new()
+    for trainer, dept in (("CoOp", 0), ("CoOpDePT", 1)):
+        for dataset in ("dtd", "eurosat"):
+            row = one(rows, dataset=dataset, trainer=trainer)
+            ref = paper[("CoOp", dept, dataset)]
+            assert (row["paper_base"], row["paper_new"], row["paper_hm"]) == ref
+            assert row["base_vs_paper"] == pytest.approx(row["base"] - ref[0])
+            assert row["new_vs_paper"] == pytest.approx(row["new"] - ref[1])
+            assert row["hm_vs_paper"] == pytest.approx(row["hm"] - ref[2])
+    avg = one(rows, dataset="average", trainer="CoOp")
+    assert avg["paper_hm"] is None and "averages 2 datasets, not the paper's 11" in avg["note"]
+
+
+def test_base2new_missing_seed_and_failed_run_are_flagged(built):
+    rows = built[2]["base2new"]
+    dtd = one(rows, dataset="dtd", trainer="CoOp")
+    assert "seed 2 not counted: test_new failed: RuntimeError: CUDA out of memory" in dtd["note"]
+    assert "seed 3 missing: no train_base or test_new run" in one(rows, dataset="eurosat", trainer="CoOpDePT")["note"]
+    md = open(os.path.join(built[1], "base2new.md")).read()
+    line = next(x for x in md.splitlines() if x.startswith("| dtd | CoOp | no |"))
+    assert "| **2/3** |" in line and "81.00 ± 1.41 (paper " in line
+    full = next(x for x in md.splitlines() if x.startswith("| eurosat | CoOp | no |"))
+    assert "| 3 |" in full
+
+
+def test_base2new_csv_has_every_number(built):
+    rows = list(csv.DictReader(open(os.path.join(built[1], "base2new.csv"))))
+    assert list(rows[0]) == list(report.COLUMNS["base2new"])
+    dtd = next(r for r in rows if r["dataset"] == "dtd" and r["trainer"] == "CoOp")
+    assert (dtd["seeds"], dtd["expected_seeds"], dtd["seed_ids"], dtd["base"], dtd["base_std"]) == \
+        ("2", "3", "1 3", "81.0", "1.41")
+    assert float(dtd["hm"]) == round(hm(81, 52), 2)
+    assert float(dtd["paper_base"]) == paper_base2new()[("CoOp", 0, "dtd")][0]
+    assert [r["dataset"] for r in rows] == ["dtd", "dtd", "eurosat", "eurosat", "average", "average"]
+
+
+# -- cross-dataset and domain generalisation ----------------------------------------------------------
+
+def test_cross_dataset_source_targets_and_average(built):
+    rows = built[2]["cross_dataset"]
+    paper = paper_transfer("cross_dataset")
+    source = one(rows, dataset="imagenet", trainer="CoOp")
+    assert (source["role"], source["source"], source["seeds"]) == ("source", "imagenet", 3)
+    assert (source["accuracy"], source["std"]) == (pytest.approx(72.0), pytest.approx(1.0))
+    assert source["paper"] == paper[("CoOp", 0)]["imagenet"] and source["vs_paper"] == pytest.approx(72.0 - 71.80)
+    caltech = one(rows, dataset="caltech101", trainer="CoOpDePT")
+    assert (caltech["accuracy"], caltech["std"], caltech["paper"]) == (94.0, 0.0, paper[("CoOp", 1)]["caltech101"])
+    assert caltech["dept_gain"] == pytest.approx(0.0)
+    assert one(rows, dataset="imagenet", trainer="CoOpDePT")["dept_gain"] == pytest.approx(1.0)
+    avg = one(rows, dataset="average", trainer="CoOp")
+    assert avg["accuracy"] == pytest.approx((94.0 + 90.0) / 2) and avg["role"] == "average"
+    assert avg["paper"] is None and "averages 2 targets, not the paper's 10" in avg["note"]
+
+
+def test_an_evaluation_of_another_checkpoint_is_not_counted(built):
+    rows = built[2]["cross_dataset"]
+    pets = one(rows, dataset="oxford_pets", trainer="CoOpDePT")
+    assert (pets["seeds"], pets["expected_seeds"], pets["accuracy"]) == (2, 3, pytest.approx(90.5))
+    assert ("seed 3 not counted: it evaluated another checkpoint than the final one of "
+            "imagenet/CoOpDePT/vit_b16_ep10_bs4_lr35_16shots/seed3") in pets["note"]
+    assert pets["dept_gain"] == pytest.approx(0.5)
+
+
+def test_dg_uses_the_dg_papers_figures_and_lists_a_running_run(built):
+    rows = built[2]["dg"]
+    paper = paper_transfer("dg")
+    assert {r["dataset"] for r in rows} == {"imagenet", "imagenetv2", "imagenet_sketch", "average"}
+    source = one(rows, dataset="imagenet", trainer="CoOp")
+    assert source["paper"] == paper[("CoOp", 0)]["imagenet"] == 70.53  # the DG table's own ImageNet figure
+    v2 = one(rows, dataset="imagenetv2", trainer="CoOpDePT")
+    assert (v2["accuracy"], v2["paper"], v2["vs_paper"]) == (65.0, 64.13, pytest.approx(65.0 - 64.13))
+    sketch = one(rows, dataset="imagenet_sketch", trainer="CoOp")
+    assert (sketch["seeds"], sketch["accuracy"]) == (2, pytest.approx(48.5))
+    assert "seed 3 not counted: running (in progress" in sketch["note"]
+    avg = one(rows, dataset="average", trainer="CoOp")
+    assert avg["accuracy"] == pytest.approx((64.0 + 48.5) / 2)
+    assert avg["paper"] is None and "averages 2 targets, not the paper's 4" in avg["note"]
+
+
+# -- few-shot -------------------------------------------------------------------------------------------
+
+def test_few_shot_rows_per_dataset_and_shots_and_their_average(built):
+    rows = built[2]["few_shot"]
+    assert {(r["dataset"], r["shots"]) for r in rows} == {(d, k) for d in ("dtd", "eurosat", "average")
+                                                          for k in FEW_SHOTS}  # the ImageNet source is not a point
+    for trainer, gain in (("CoOp", 0.0), ("CoOpDePT", 2.0)):
+        for i, shots in enumerate(FEW_SHOTS):
+            dtd = one(rows, dataset="dtd", shots=shots, trainer=trainer)
+            assert (dtd["seeds"], dtd["accuracy"], dtd["std"]) == (3, pytest.approx(40 + 5 * i + gain),
+                                                                   pytest.approx(1.0))
+            avg = one(rows, dataset="average", shots=shots, trainer=trainer)
+            assert avg["accuracy"] == pytest.approx(50 + 5 * i + gain)
+            if trainer == "CoOpDePT":
+                assert dtd["dept_gain"] == pytest.approx(2.0) and avg["dept_gain"] == pytest.approx(2.0)
+    assert "paper" not in report.COLUMNS["few_shot"]
+
+
+# -- missing.md, the index, what is not read ----------------------------------------------------------------
+
+def test_missing_lists_failed_running_and_absent_runs_with_their_folders(built):
+    text = open(os.path.join(built[1], "missing.md")).read()
+    failed = "base2new/test_new/dtd/shots_16/CoOp/vit_b16_ep10_bs4_lr35/seed2"
+    assert f"| base2new | `{failed}` | failed | failed: RuntimeError: CUDA out of memory |" in text
+    assert "`evaluation/CoOp/vit_b16_ep10_bs4_lr35_16shots/imagenet_sketch/seed3` | running |" in text
+    assert "`evaluation/CoOpDePT/vit_b16_ep10_bs4_lr35_16shots/oxford_pets/seed3` | finished |" in text
+    for stage in ("train_base", "test_new"):
+        assert f"`base2new/{stage}/eurosat/shots_16/CoOpDePT/vit_b16_ep10_bs4_lr35/seed3`" in text
+    # A record outside the layouts is named, not read; <root>/demo and <root>/*/results are not looked at.
+    assert [line for line in text.splitlines() if line.startswith("- `")] == ["- `misc/copied`"]
+    assert "demo" not in text and "results" not in text
+
+
+def test_skipped_folders_are_not_read(built):
+    for rows in built[2].values():
+        assert not any(r["config"] in ("demo_tiny", "x") or "demo" in (r["dataset"], r["trainer"]) for r in rows)
+
+
+def test_index_links_every_table_and_figure(built):
+    out = built[1]
+    index = open(os.path.join(out, "README.md")).read()
+    for protocol in ("base2new", "cross_dataset", "dg", "few_shot"):
+        assert f"]({protocol}.md)" in index and os.path.isfile(os.path.join(out, f"{protocol}.csv"))
+        assert f"## {report.TITLES[protocol]}" in built[3]  # printed too
+    assert "](missing.md)" in index
+    for name in report.FIGURE_NAMES:
+        assert f"](figures/{name})" in index
+
+
+def test_record_notes_are_carried_into_the_note_column_and_a_warning(tmp_path):
+    untrained = "UNTRAINED: evaluated as initialised (--untrained), no checkpoint loaded"
+    for seed in (1, 2):
+        put(str(tmp_path), B2N, "CoOp", "dtd", seed, 80.0, stage="train_base", notes=[untrained])
+        put(str(tmp_path), B2N, "CoOp", "dtd", seed, 50.0, stage="test_new")
+    tables, *_ = report.write_report(str(tmp_path), str(tmp_path / "report"), figures=False)
+    assert f"{untrained} (seed 1 train_base, seed 2 train_base)" in tables["base2new"][0]["note"]
+    assert "**WARNING" in open(tmp_path / "report" / "base2new.md").read()
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(shots=4), "4 shots (paper: 16)"),
+    (dict(cfg=CFG + "+DEPT.WEIGHT=0.2"), "options DEPT.WEIGHT=0.2 (paper: none)"),
+    (dict(cfg="vit_b16_ctxv1"), "config vit_b16_ctxv1 (paper: vit_b16_ep10_bs4_lr35)"),
+    (dict(clip={"name": "ViT-B/16", "arch": dict(VIT_B16_ARCH, vision_layers=2)}),
+     "CLIP named ViT-B/16 does not have its shape (vision_layers 2)"),
+    (dict(clip={"name": "tiny-random", "arch": {}}), "CLIP is not ViT-B/16 (tiny-random)"),
+    (dict(clip=None), "the CLIP used was not recorded"),
+])
+def test_paper_figures_are_left_out_outside_the_papers_setting_and_the_note_says_why(tmp_path, change, reason):
+    put(str(tmp_path), B2N, "CoOp", "dtd", 1, 80.0, stage="train_base", **change)
+    put(str(tmp_path), B2N, "CoOp", "dtd", 1, 50.0, stage="test_new", **change)
+    put(str(tmp_path), TRAIN, "CoOp", "imagenet", 1, 70.0, **change)
+    put(str(tmp_path), EVAL, "CoOp", "imagenetv2", 1, 60.0, **change)
+    tables, *_ = report.write_report(str(tmp_path), str(tmp_path / "report"), figures=False)
+    b2n, dg = tables["base2new"][0], one(tables["dg"], dataset="imagenetv2")
+    assert b2n["base"] == 80.0 and b2n["paper_base"] is None and reason in b2n["note"]
+    assert dg["accuracy"] == 60.0 and dg["paper"] is None and reason in dg["note"]
+    if "cfg" in change:  # a variant is its own cell, never mixed with the plain config
+        assert b2n["config"] == change["cfg"]
+
+
+def test_paper_averages_need_every_dataset_of_the_paper(tmp_path):
+    root = str(tmp_path)
+    for dataset in PAPER_DATASETS:
+        put(root, B2N, "CoOp", dataset, 1, 80.0, stage="train_base")
+        put(root, B2N, "CoOp", dataset, 1, 70.0, stage="test_new")
+    put(root, TRAIN, "CoOp", "imagenet", 1, 72.0)
+    for dataset in CROSS_DATASET_TARGETS + DG_TARGETS:
+        put(root, EVAL, "CoOp", dataset, 1, 60.0)
+    tables = report.write_report(root, str(tmp_path / "report"), figures=False)[0]
+    b2n = one(tables["base2new"], dataset="average")
+    assert (b2n["paper_base"], b2n["paper_new"], b2n["paper_hm"]) == paper_base2new()[("CoOp", 0, "average")]
+    assert b2n["hm_vs_paper"] == pytest.approx(hm(80, 70) - 75.18)
+    cross = one(tables["cross_dataset"], dataset="average")
+    assert (cross["paper"], cross["vs_paper"]) == (64.40, pytest.approx(60.0 - 64.40))  # printed by the paper
+    dg = one(tables["dg"], dataset="average")
+    assert dg["paper"] == pytest.approx(statistics.fmean([64.13, 49.13, 77.20, 51.43]))
+    assert "paper average: the mean of its 4 targets (it prints none)" in dg["note"]
+
+
+def test_variants_are_separate_cells(tmp_path):
+    for cfg, base in ((CFG, 80.0), (CFG + "+DEPT.WEIGHT=0.2", 60.0), ("vit_b16_c2_ep20_batch4_4+4ctx", 70.0)):
+        put(str(tmp_path), B2N, "CoOpDePT", "dtd", 1, base, stage="train_base", cfg=cfg)
+        put(str(tmp_path), B2N, "CoOpDePT", "dtd", 1, 50.0, stage="test_new", cfg=cfg)
+    rows = report.write_report(str(tmp_path), str(tmp_path / "report"), figures=False)[0]["base2new"]
+    assert {(r["config"], r["base"]) for r in rows} == {(CFG, 80.0), (CFG + "+DEPT.WEIGHT=0.2", 60.0),
+                                                        ("vit_b16_c2_ep20_batch4_4+4ctx", 70.0)}
+    assert report.split_variant("vit_b16_c2_ep20_batch4_4+4ctx") == ("vit_b16_c2_ep20_batch4_4+4ctx", "")
+    assert report.split_variant(CFG + "+DEPT.WEIGHT=0.2+OPTIM.MAX_EPOCH=5") == (
+        CFG, "+DEPT.WEIGHT=0.2+OPTIM.MAX_EPOCH=5")
+
+
+def test_a_record_that_contradicts_its_folder_is_not_counted(tmp_path):
+    folder = put(str(tmp_path), TRAIN, "CoOp", "dtd", 1, 70.0, shots=4)
+    moved = os.path.join(str(tmp_path), "dtd", "CoOp", f"{CFG}_4shots", "seed2")
+    os.rename(os.path.join(str(tmp_path), folder), moved)
+    put(str(tmp_path), TRAIN, "CoOp", "dtd", 1, 72.0, shots=4)
+    rows = report.write_report(str(tmp_path), str(tmp_path / "report"), figures=False)[0]["few_shot"]
+    row = one(rows, dataset="dtd")
+    assert (row["seeds"], row["accuracy"]) == (1, 72.0)
+    assert "seed 2 not counted: its record does not match its folder: SEED 1 (its folder says 2)" in row["note"]
+
+
+# -- the command line -------------------------------------------------------------------------------------
+
+def test_main_writes_the_report_prints_the_tables_and_exits_0(tmp_path, capsys):
+    build_root(str(tmp_path))
+    out = tmp_path / "elsewhere"
+    assert report.main([str(tmp_path), "--out", str(out), "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Base-to-new generalisation" in printed and "# Missing and failed runs" in printed
+    assert sorted(os.listdir(out)) == ["README.md", "base2new.csv", "base2new.md", "cross_dataset.csv",
+                                       "cross_dataset.md", "dg.csv", "dg.md", "few_shot.csv", "few_shot.md",
+                                       "missing.md"]
+    assert "Not drawn: figures were turned off" in (out / "README.md").read_text()
+
+
+def test_main_says_so_and_exits_1_when_nothing_is_found(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 1
+    assert "no run found under" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "absent")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+    put(str(tmp_path), TRAIN, "CoOp", "dtd", 1, None, status="failed")
+    assert report.main([str(tmp_path), "--no-figures"]) == 1
+    assert "none of the 1 runs" in capsys.readouterr().err
+    assert "failed" in (tmp_path / "report" / "missing.md").read_text()
+
+
+def test_python_m_dept_report_runs(tmp_path):
+    put(str(tmp_path), TRAIN, "CoOp", "dtd", 1, 70.0, shots=4)
+    put(str(tmp_path), TRAIN, "CoOp", "dtd", 2, 72.0, shots=4)
+    done = subprocess.run([sys.executable, "-m", "dept", "report", str(tmp_path), "--no-figures"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "## Few-shot learning" in done.stdout and "71.00 ± 1.41" in done.stdout
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+
+def _image(path):
+    from PIL import Image
+
+    assert os.path.getsize(path) > 1000
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(path)
+    image.load()
+    return image.convert("RGB")
+
+
+def _has_colour(image, rgb, tolerance=8, at_least=50):
+    """At least ``at_least`` pixels within ``tolerance`` of ``rgb`` (a series drawn in that colour)."""
+    return sum(count for count, pixel in image.getcolors(1 << 20)
+               if all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb))) >= at_least
+
+
+def _hex(colour):
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+@pytest.mark.parametrize("name, size", [
+    ("base2new_base_vs_new.png", (800, 450)),  # 3 x groups (2 datasets, average), 1 method
+    ("base2new_dept_gain.png", (1000, 450)),
+    ("few_shot.png", (1350, 450)),  # 3 panels (2 datasets, average) in one row
+    ("cross_dataset.png", (800, 400)),  # 4 x groups (source, 2 targets, average), 1 method
+    ("dg.png", (800, 400)),
+])
+def test_figures_are_pngs_of_the_expected_size_with_something_drawn(built, name, size):
+    image = _image(os.path.join(built[1], "figures", name))
+    assert image.size == size
+    colours = image.getcolors(1 << 20)
+    assert len(colours) > 50  # not blank, not one colour
+    white = sum(c for c, pixel in colours if pixel == (255, 255, 255))
+    assert white < 0.97 * size[0] * size[1]
+    dark = sum(c for c, pixel in colours if sum(pixel) < 150)  # text, axes
+    assert dark > 500
+
+
+def test_figures_draw_their_series(built):
+    folder = os.path.join(built[1], "figures")
+    bars = _image(os.path.join(folder, "base2new_base_vs_new.png"))
+    for colour in ("#9ecae1", "#2171b5", "#fdae6b", "#d94801"):  # base, base + DePT, new, new + DePT
+        assert _has_colour(bars, _hex(colour)), colour
+    for name in ("cross_dataset.png", "dg.png"):
+        transfer = _image(os.path.join(folder, name))
+        for colour in ("#9ecae1", "#2171b5", "#000000"):  # without DePT, with DePT, the paper's figures
+            assert _has_colour(transfer, _hex(colour)), (name, colour)
+    from matplotlib import colormaps
+
+    curves = _image(os.path.join(folder, "few_shot.png"))
+    assert _has_colour(curves, tuple(round(255 * c) for c in colormaps["tab10"](0)[:3]), at_least=200)
+
+
+def test_figures_of_an_earlier_report_that_no_longer_apply_are_removed(tmp_path):
+    put(str(tmp_path), TRAIN, "CoOp", "dtd", 1, 70.0, shots=4)
+    put(str(tmp_path), TRAIN, "CoOp", "eurosat", 1, 60.0, shots=4)
+    out = str(tmp_path / "report")
+    report.write_report(str(tmp_path), out)
+    assert os.listdir(os.path.join(out, "figures")) == ["few_shot.png"]
+    report.write_report(str(tmp_path), out, figures=False)
+    assert os.listdir(os.path.join(out, "figures")) == []
+
+
+def test_std_is_the_sample_std_and_absent_for_one_seed():
+    assert report.stats([1.0, 2.0, 3.0]) == (2.0, statistics.stdev([1.0, 2.0, 3.0]))
+    assert report.stats([5.0]) == (5.0, None) and report.stats([]) == (None, None)
