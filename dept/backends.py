@@ -16,7 +16,6 @@ No back-end schedules anything itself:
   submitted. The runner waits for the array (or, with ``--no-wait``, returns at once: run the same
   command again later to gather the tables) and reads the results from the shared output root.
 """
-import contextlib
 import logging
 import os
 import queue
@@ -157,31 +156,6 @@ def _preempt_signal():
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
 
 
-@contextlib.contextmanager
-def _children_ignore(signum):
-    """Runs started within ignore ``signum`` (an ignored signal stays ignored across exec). SLURM
-    sends its time-limit warning to every process of the job: a ``dept.train`` would die of it
-    without saving; the task stops its run itself instead, with SIGTERM, which the run saves on."""
-    from dept import runner as runner_module
-
-    original = runner_module.child_setup
-
-    def child_setup(parent_pid):
-        setup = original(parent_pid)
-
-        def ignoring():
-            signal.signal(signum, signal.SIG_IGN)
-            setup()
-
-        return ignoring
-
-    runner_module.child_setup = child_setup
-    try:
-        yield
-    finally:
-        runner_module.child_setup = original
-
-
 class ChainJob:
     """What a SLURM task runs: the chain ``key`` of the grid this runner made, by a runner rebuilt
     from the same arguments, in the task's process (its runs are children, as everywhere).
@@ -192,7 +166,7 @@ class ChainJob:
       result (exit 143), so a task SLURM requeues after a preemption is still waited for, and a
       cancelled one is reported as ended; the next runner resumes its runs.
     * the time-limit warning (USR2, ``--signal=USR2@90``): the run is stopped with SIGTERM (it
-      ignores the warning itself: ``_children_ignore``) and saves; then submitit's handler calls
+      ignores the warning itself: ``Runner.ignored_signals``) and saves; then submitit's handler calls
       ``checkpoint``, which resubmits this same chain, and requeues the task (up to
       ``--max-requeue`` times); the requeued task resumes its runs from their checkpoints.
     """
@@ -231,8 +205,8 @@ class ChainJob:
         handlers = {signal.SIGINT: runner.on_signal, signal.SIGTERM: runner.on_signal, warning: on_warning}
         previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
         try:
-            with _children_ignore(warning):
-                runner.run_chain(chain, blocking=True)
+            runner.ignored_signals = (warning,)
+            runner.run_chain(chain, blocking=True)
         except Interrupted as err:
             logger.warning(err.line())
             for s, handler in previous.items():

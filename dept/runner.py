@@ -233,12 +233,15 @@ def _load_libc():
 _LIBC = _load_libc()
 
 
-def child_setup(parent_pid):
+def child_setup(parent_pid, ignore=()):
     """``preexec_fn`` for a run: its own process group (Ctrl-C reaches the runner, which forwards it
     once), and SIGTERM when the runner dies (PR_SET_PDEATHSIG), so a killed runner never leaves a run
-    writing into a folder that the next runner takes over."""
+    writing into a folder that the next runner takes over. ``ignore``: signals the run must not die
+    of (a SLURM task's time-limit warning, which SLURM sends to every process of the job)."""
 
     def setup():
+        for signum in ignore:
+            signal.signal(signum, signal.SIG_IGN)
         os.setpgid(0, 0)
         if _LIBC is not None:
             _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
@@ -324,6 +327,7 @@ class Runner:
         self.signum = None
         self.waiting_for = None
         self.progress = None
+        self.ignored_signals = ()  # signals its runs ignore (child_setup)
         self._configs = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # per worker thread: its environment (GPU) for children
@@ -510,7 +514,7 @@ class Runner:
         with tempfile.TemporaryFile("w+", errors="replace") as err:
             child = subprocess.Popen(run.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=err, pass_fds=(lock.fd,), env=env,
-                                     preexec_fn=child_setup(os.getpid()))
+                                     preexec_fn=child_setup(os.getpid(), self.ignored_signals))
             self.children.add(child)
             try:
                 returncode = child.wait()
