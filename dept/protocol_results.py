@@ -124,8 +124,9 @@ def transfer_table(protocol, trainer, source, per_target, source_results, shots,
             if paper is not None and present != wanted:
                 why.append(f"averages {len(present)} targets, not the paper's {len(wanted)}")
             value = (paper or {}).get("average")
-            if value is None and paper is not None and protocol == "dg":
+            if value is None and paper is not None and protocol == "dg" and not why:
                 value = statistics.fmean(paper[d] for d in sorted(wanted))  # the paper prints no DG average
+                row["notes"].append(f"paper: the mean of its {len(wanted)} targets (it prints no DG average)")
         elif paper is not None and value is None:
             why.append(f"the paper has no {row['dataset']} column")
         if why:

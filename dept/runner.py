@@ -58,7 +58,6 @@ logger = logging.getLogger(__name__)
 ALL_DATASETS = PROTOCOLS["base2new"].default_datasets
 DEFAULT_CONFIG = "vit_b16_ep10_bs4_lr35"  # for a trainer that names none (``default_config``)
 REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-STAGES = ("train_base", "test_new")
 # Keys this runner sets on every run, and the flag that sets them.
 RUNNER_KEYS = {"SEED": "--seeds", "DATASET.NUM_SHOTS": "--shots", "DATASET.SUBSAMPLE_CLASSES": "the protocol",
                "OUTPUT_DIR": "--output", "DATASET.ROOT": "--root"}
@@ -180,10 +179,6 @@ def variant_name(cfg_name, options, limit=MAX_NAME):
             break
         kept.append(part)
     return "+".join(kept) + f"+{len(parts) - len(kept) + 1}more-{digest}"
-
-
-def run_dir(output, stage, dataset, shots, trainer, cfg_name, seed):
-    return os.path.join(output, "base2new", stage, dataset, f"shots_{shots}", trainer, cfg_name, f"seed{seed}")
 
 
 def _checkpoint_folders(directory):
@@ -612,10 +607,6 @@ class Runner:
         finally:
             for lock in reversed(locks):
                 lock.release()
-
-    # base2new's name for it, kept for callers of earlier versions
-    def do_pair(self, pair, blocking):
-        return self.run_chain(Chain(list(pair)), blocking)
 
     def dry_run(self, chains):
         for chain in chains:
