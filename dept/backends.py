@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 
@@ -51,6 +52,9 @@ def add_backend_arguments(parser):
     g.add_argument("--slurm-setup", action="append", default=[],
                    help="slurm: a shell line run before each task (repeatable), e.g. 'source ~/venv/bin/activate' "
                         "or 'module load cuda'")
+    g.add_argument("--slurm-python", default="",
+                   help="slurm: the Python each task runs (default: the runner's own, sys.executable); one "
+                        "with dept and Dassl installed, e.g. a container's or a venv's on the compute nodes")
     g.add_argument("--slurm-folder", default="",
                    help="slurm: where submitit writes the tasks' logs (default: <output>/slurm)")
     g.add_argument("--no-wait", action="store_true", help="slurm: submit and return; the same command again "
@@ -309,7 +313,8 @@ class Slurm:
                              "submitted (a login node of the cluster)")
         # max_num_timeout is the executor's, not an sbatch parameter (update_parameters refuses it)
         executor = submitit.AutoExecutor(folder=os.path.join(self.folder(), "%j"), cluster="slurm",
-                                         slurm_max_num_timeout=self.runner.args.max_requeue)
+                                         slurm_max_num_timeout=self.runner.args.max_requeue,
+                                         slurm_python=self.runner.args.slurm_python or None)
         executor.update_parameters(**self.parameters())
         return executor
 
@@ -337,8 +342,9 @@ class Slurm:
 
     def describe(self, chains):
         todo = self.unfinished(chains)
-        logger.info("backend: slurm, %d of %d chain(s) to submit as one array; %s", len(todo), len(chains),
-                    ", ".join(f"{k}={v}" for k, v in self.parameters().items()))
+        logger.info("backend: slurm, %d of %d chain(s) to submit as one array; %s; tasks run %s", len(todo),
+                    len(chains), ", ".join(f"{k}={v}" for k, v in self.parameters().items()),
+                    self.runner.args.slurm_python or sys.executable)
 
     # -- the chains submitted and not ended ----------------------------------------------------
 

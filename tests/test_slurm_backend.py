@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_submitit_accepts_the_parameters(tmp_path, monkeypatch, gpus):
     args = parse_args(["--backend", "slurm", "--gpus-per-job", str(gpus), "--cpus-per-job", "6", "--mem-gb", "1.5",
                        "--time-min", "30", "--max-requeue", "5", "--slurm-partition", "gpu", "--slurm-account", "lab",
                        "--slurm-qos", "short", "--slurm-setup", "source /opt/venv/bin/activate",
-                       "--output", str(tmp_path / "out")])
+                       "--slurm-python", "/opt/venv/bin/python3", "--output", str(tmp_path / "out")])
     executor = Slurm(Runner(args, args.demo)).executor()  # submitit refuses any parameter it does not know
     assert executor._executor.max_num_timeout == 5
     text = executor._executor._make_submission_file_text("python -m task", "uid")
@@ -151,6 +152,11 @@ def test_submitit_accepts_the_parameters(tmp_path, monkeypatch, gpus):
     assert ("#SBATCH --gpus-per-node=2" in text) == bool(gpus), text
     srun = next(line for line in text.splitlines() if line.startswith("srun"))
     assert "--cpus-per-task 6" in srun, srun  # SLURM >= 22.05: srun no longer takes it from the job
+    # what the task starts: --slurm-python, else the runner's own Python
+    assert executor._executor._submitit_command_str.startswith("/opt/venv/bin/python3 -u -m submitit")
+    args = parse_args(["--backend", "slurm", "--output", str(tmp_path / "out")])
+    default = Slurm(Runner(args, args.demo)).executor()._executor._submitit_command_str
+    assert default.startswith(f"{shlex.quote(sys.executable)} -u -m submitit"), default
 
 
 def test_runs_of_a_task_ignore_the_time_limit_warning():
