@@ -471,11 +471,18 @@ class Runner:
 
     def _mismatch(self, run, record, differences):
         keys = ", ".join(k for k, _, _ in differences[:8]) + (" ..." if len(differences) > 8 else "")
+        unnamed = [k for k, _, _ in differences if k in NOT_IN_NAME]
+        if unnamed:  # options after -- would not help: these keys never name a folder
+            beside = (f"{', '.join(unnamed)} never name a variant folder (a file path, or a key the runner sets)"
+                      + (", and MODEL.BACKBONE.PATH is also what $DEPT_CLIP_PATH sets"
+                         if "MODEL.BACKBONE.PATH" in unnamed else "")
+                      + ": to run the new settings beside it, give them another --output")
+        else:
+            beside = "to run the new settings beside it, pass them as options after -- (options get their own folder)"
         reason = (f"{run.directory} holds a {record.get('status')} run with other settings: "
                   f"{format_differences(differences)}. It is neither reused nor trained over. If the settings "
                   f"changed since it ran (e.g. the yaml file {run.argv[run.argv.index('--config-file') + 1]} "
-                  "was edited), restore them; to run the new settings beside it, pass them as options after -- "
-                  "(options get their own folder); or move that folder away to run it anew.")
+                  f"was edited), restore them; {beside}; or move that folder away to run it anew.")
         return Verdict("fail", record=record, reason=reason, short=f"other settings ({keys})")
 
     def verified(self, run, train_record=None):

@@ -163,8 +163,20 @@ def setup_cfg(args):
     cfg.merge_from_list(opts)
     merge_options(cfg, args.opts)
     sync_aliases(cfg, _mentioned(args))
+    _record_clip_from_environment(cfg)
     cfg.freeze()
     return cfg
+
+
+def _record_clip_from_environment(cfg):
+    """A CLIP file given by ``$DEPT_CLIP_PATH`` becomes ``MODEL.BACKBONE.PATH`` (absolute), so the
+    run record, the runner's reuse check and resume see which weights a run used: otherwise a run
+    finished on one file would be reused, or resumed, under another."""
+    from dept.clip_loader import ENV_PATH
+
+    env = os.environ.get(ENV_PATH, "")
+    if env and not cfg.MODEL.BACKBONE.get("PATH", ""):
+        cfg.MODEL.BACKBONE.PATH = os.path.abspath(os.path.expanduser(env))
 
 
 def _learns_nothing(trainer):

@@ -150,6 +150,33 @@ def test_other_options_train_into_their_own_variant_folder(trained, tmp_path):
     assert baseline["seeds"] == "2" and baseline == table(trained.output)["dtd"]
 
 
+def test_a_clip_from_the_environment_is_part_of_the_settings(trained, tmp_path):
+    """$DEPT_CLIP_PATH is recorded as MODEL.BACKBONE.PATH: the same file reuses the runs, another
+    file is refused with advice that works (that key names no folder: another --output)."""
+    from dept.testing import save_tiny_clip
+
+    out = copy_of(trained, tmp_path)
+    no_path = command(trained, out, seeds=("1",))
+    i = no_path.index("MODEL.BACKBONE.PATH")
+    del no_path[i:i + 2]
+    same = subprocess.run(no_path, timeout=600, **runner(env={"DEPT_CLIP_PATH": trained.clip}))
+    ok(same)
+    assert same.stdout.count("skip (finished)") == 2 and "run: " not in same.stdout
+    other = save_tiny_clip(str(tmp_path / "other_clip.pt"), seed=1)
+    log = os.path.join(run_path(out, "train_base", 1), "log.txt")
+    before = open(log).read()
+    refused = subprocess.run(no_path, timeout=600, **runner(env={"DEPT_CLIP_PATH": other}))
+    assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"MODEL.BACKBONE.PATH: '{trained.clip}' there, '{other}' now" in refused.stdout, refused.stdout[-3000:]
+    assert "give them another --output" in refused.stdout and "pass them as options after --" not in refused.stdout
+    assert "skip (finished)" not in refused.stdout and open(log).read() == before
+    beside = subprocess.run([*no_path[:no_path.index("--output") + 1], str(tmp_path / "other"),
+                             *no_path[no_path.index("--output") + 2:]], timeout=600,
+                            **runner(env={"DEPT_CLIP_PATH": other}))
+    ok(beside)
+    assert record(tmp_path / "other", "train_base", 1)["config"].count(other) == 1
+
+
 def test_an_edited_yaml_fails_the_run_naming_the_key_and_reuses_nothing(trained, tmp_path):
     out = copy_of(trained, tmp_path)
     configs = tmp_path / "configs"
