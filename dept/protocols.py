@@ -18,6 +18,7 @@ place, in order; chains are independent of each other, so back-ends spread them 
 
       <output>/<source>/<Trainer>/<cfg>_<K>shots/seed<S>                       (training)
       <output>/evaluation/<Trainer>/<cfg>_<K>shots/<target>/seed<S>            (each target)
+      <output>/evaluation/<Trainer>/<cfg>_<K>shots/from_<source>/<target>/seed<S>  (a source not ImageNet)
 
 * **few_shot** (each dataset, each K of 1, 2, 4, 8, 16): train on every class at K shots; Dassl
   tests it after training. CoOp's ``main.sh`` layout: ``<output>/<dataset>/<Trainer>/<cfg>_<K>shots/seed<S>``
@@ -33,6 +34,8 @@ BENCHMARK_11 = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxfor
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 CROSS_DATASET_TARGETS = BENCHMARK_11[1:]
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+OFFICIAL_SOURCE = "imagenet"  # the source of the official cross-dataset and DG scripts
+SOURCE_PREFIX = "from_"
 FEW_SHOTS = (1, 2, 4, 8, 16)
 # The embedded demo's stand-ins (no download): digits for the source and each dataset, its
 # colour-inverted copy for a target (same classes, another domain).
@@ -82,12 +85,22 @@ def train_dir(protocol, output, dataset, shots, trainer, variant, seed):
     return os.path.join(output, dataset, trainer, f"{variant}_{shots}shots", f"seed{seed}")
 
 
-def eval_dir(protocol, output, dataset, shots, trainer, variant, seed):
-    """The folder of an evaluation of the chain's checkpoint on ``dataset``."""
+def eval_dir(protocol, output, dataset, shots, trainer, variant, seed, source=None):
+    """The folder of an evaluation of the chain's checkpoint on ``dataset``. The official scripts'
+    layout has no place for the source (theirs is always ImageNet): evaluations of a model trained
+    on another ``source`` go one level down, ``from_<source>``, so two sources never share a folder."""
     if protocol.name == "base2new":
         return os.path.join(output, "base2new", "test_new", dataset, f"shots_{shots}", trainer, variant,
                             f"seed{seed}")
-    return os.path.join(output, "evaluation", trainer, f"{variant}_{shots}shots", dataset, f"seed{seed}")
+    cell = os.path.join(output, "evaluation", trainer, f"{variant}_{shots}shots")
+    if source and source != OFFICIAL_SOURCE:
+        cell = os.path.join(cell, f"{SOURCE_PREFIX}{source}")
+    return os.path.join(cell, dataset, f"seed{seed}")
+
+
+def source_suffix(source):
+    """What a transfer table's file name adds for a source other than ImageNet ("" for ImageNet)."""
+    return f"_{SOURCE_PREFIX}{source}" if source and source != OFFICIAL_SOURCE else ""
 
 
 def protocol_config(trainer_cls, protocol, default):

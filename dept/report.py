@@ -35,7 +35,7 @@ from functools import lru_cache
 
 from dept.files import atomic_open, write_text
 from dept.protocol_results import paper_transfer
-from dept.protocols import BENCHMARK_11, DG_TARGETS, PROTOCOLS, eval_dir, train_dir
+from dept.protocols import BENCHMARK_11, DG_TARGETS, PROTOCOLS, SOURCE_PREFIX, eval_dir, train_dir
 from dept.results import PAPER_DATASETS, PAPER_SHOTS, _clip_problem, harmonic_mean, paper_base2new, paper_method
 from dept.results import render_csv as _render_csv
 from dept.run_record import RECORD_NAME, CorruptRecord, flat_config, read_record
@@ -128,6 +128,10 @@ def classify(parts):
         cfg = _CFG_SHOTS.fullmatch(parts[2])
         if cfg:
             return "eval", parts[3], parts[1], cfg.group(1), int(cfg.group(2)), seed
+    if len(parts) == 6 and parts[0] == "evaluation" and parts[3].startswith(SOURCE_PREFIX):
+        cfg = _CFG_SHOTS.fullmatch(parts[2])
+        if cfg:  # a model trained on another source than ImageNet (dept.protocols.eval_dir)
+            return "eval", parts[4], parts[1], cfg.group(1), int(cfg.group(2)), seed, parts[3][len(SOURCE_PREFIX):]
     if len(parts) == 4 and parts[0] not in ("base2new", "evaluation"):
         cfg = _CFG_SHOTS.fullmatch(parts[2])
         if cfg:
@@ -163,8 +167,8 @@ def scan(root, skip=()):
 
 
 def load_run(root, folder, found):
-    kind, dataset, trainer, variant, shots, seed = found
-    run = Run(kind, folder, dataset, trainer, variant, shots, seed)
+    kind, dataset, trainer, variant, shots, seed, *source = found
+    run = Run(kind, folder, dataset, trainer, variant, shots, seed, source=source[0] if source else None)
     try:
         run.record = read_record(os.path.join(root, folder))
     except CorruptRecord as err:
@@ -213,8 +217,13 @@ def link_runs(runs):
             train = same[0] if same else None
             run.source = run.dataset
         elif run.kind == "eval":
-            train = _source_run(run, trains.get(("train", run.trainer, run.variant, run.shots, run.seed), []))
-            run.source = train.dataset if train else DEFAULT_SOURCE
+            candidates = trains.get(("train", run.trainer, run.variant, run.shots, run.seed), [])
+            if run.source:  # its folder names the source: only that one's training run
+                same = [t for t in candidates if t.dataset == run.source]
+                train = same[0] if same else None
+            else:
+                train = _source_run(run, candidates)
+                run.source = train.dataset if train else DEFAULT_SOURCE
         else:
             continue
         if run.problem:
@@ -354,13 +363,14 @@ def count_seeds(row, by_seed, stages, expected_seeds, where, absent):
     return counted
 
 
-def folders(protocol, root, dataset, shots, trainer, variant):
+def folders(protocol, root, dataset, shots, trainer, variant, source=None):
     """``where(stage, seed)``: the folder (relative to the root) a run of this cell has or would have."""
     p = PROTOCOLS[protocol]
 
     def where(stage, seed):
-        folder = train_dir if stage in ("train", "train_base") else eval_dir
-        return os.path.relpath(folder(p, root, dataset, shots, trainer, variant, seed), root)
+        if stage in ("train", "train_base"):
+            return os.path.relpath(train_dir(p, root, dataset, shots, trainer, variant, seed), root)
+        return os.path.relpath(eval_dir(p, root, dataset, shots, trainer, variant, seed, source=source), root)
 
     return where
 
@@ -533,8 +543,8 @@ def transfer_rows(runs, root, absent, protocol):
                 row_t = new_row(protocol, target, role="target", **template)
                 cell = {r.seed: {"eval": r} for r in group
                         if (r.trainer, r.variant, r.source, r.dataset) == (trainer, variant, source, target)}
-                count_seeds(row_t, cell, ("eval",), seeds, folders(protocol, root, target, shots, trainer, variant),
-                            absent)
+                count_seeds(row_t, cell, ("eval",), seeds,
+                            folders(protocol, root, target, shots, trainer, variant, source), absent)
                 _accuracy(row_t, cell)
                 own.append(row_t)
             rows += [row, *own]

@@ -41,7 +41,15 @@ import time
 from dataclasses import dataclass, field
 
 from dept.files import Busy, FileLock, sha256
-from dept.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS, eval_dir, protocol_config, train_dir
+from dept.protocols import (
+    DEMO_SOURCE,
+    DEMO_TARGETS,
+    PROTOCOLS,
+    eval_dir,
+    protocol_config,
+    source_suffix,
+    train_dir,
+)
 from dept.results import SUMMARY_COLUMNS, SeedRuns, build_summary, build_table, write_tables
 from dept.run_record import (
     NEUTRAL_KEYS,
@@ -329,17 +337,18 @@ class Runner:
 
     # -- configs -----------------------------------------------------------------------------
 
-    def directory(self, grid, dataset, seed, stage):
+    def directory(self, grid, dataset, seed, stage, source=None):
         p = self.protocol
-        where = train_dir if stage in ("train", "train_base") else eval_dir
-        return where(p, self.output, dataset, grid.shots, grid.trainer, grid.variant, seed)
+        if stage in ("train", "train_base"):
+            return train_dir(p, self.output, dataset, grid.shots, grid.trainer, grid.variant, seed)
+        return eval_dir(p, self.output, dataset, grid.shots, grid.trainer, grid.variant, seed, source=source)
 
     def argv(self, grid, dataset, seed, stage, user_opts=True, source=None):
         """``dept.train`` arguments of one run. ``source``: the dataset the evaluated checkpoint was
         trained on (cross-dataset, DG); base2new trains and evaluates on ``dataset``."""
         a, p = self.args, self.protocol
         trains = stage in ("train", "train_base")
-        out = self.directory(grid, dataset, seed, stage)
+        out = self.directory(grid, dataset, seed, stage, source=source)
         argv = ["--root", a.root, "--seed", str(seed), "--trainer", grid.trainer,
                 "--dataset-config-file", os.path.join(a.configs_dir, "datasets", f"{dataset}.yaml"),
                 "--config-file", os.path.join(a.configs_dir, "trainers", grid.trainer, f"{grid.cfg_name}.yaml"),
@@ -396,7 +405,7 @@ class Runner:
         return grid
 
     def make_run(self, grid, dataset, seed, stage, source=None):
-        return Run(stage, grid, dataset, seed, self.directory(grid, dataset, seed, stage),
+        return Run(stage, grid, dataset, seed, self.directory(grid, dataset, seed, stage, source=source),
                    self.argv(grid, dataset, seed, stage, source=source), trains=stage in ("train", "train_base"))
 
     def make_chains(self, grids):
@@ -704,8 +713,9 @@ class Runner:
             return self.write_base2new_table(grid)
         from dept.protocol_results import TRANSFER_COLUMNS, transfer_table
 
-        stem = os.path.join(self.results_dir(), grid.stem)
-        with FileLock(os.path.join(self.results_dir(), f".{grid.stem}.lock")):
+        name = grid.stem + source_suffix(self.source)  # one table per source
+        stem = os.path.join(self.results_dir(), name)
+        with FileLock(os.path.join(self.results_dir(), f".{name}.lock")):
             sources, targets = self.collect_transfer(grid)
             rows = transfer_table(self.protocol.name, grid.trainer, self.source, targets, sources[self.source],
                                   grid.shots, self.setting_reasons(grid), self.args.seeds)

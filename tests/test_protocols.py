@@ -65,7 +65,8 @@ VARIANT = "demo_tiny+OPTIM.MAX_EPOCH=1"
 def test_cross_dataset_trains_once_and_evaluates_that_checkpoint_in_the_official_layout(transfer):
     out, xd, _ = transfer
     train = out / "digits" / "CoOpDePT" / f"{VARIANT}_16shots" / "seed1"
-    target = out / "evaluation" / "CoOpDePT" / f"{VARIANT}_16shots" / "digits_inverted" / "seed1"
+    # the official layout, one level down for a source other than ImageNet
+    target = out / "evaluation" / "CoOpDePT" / f"{VARIANT}_16shots" / "from_digits" / "digits_inverted" / "seed1"
     trained, evaluated = record(train), record(target)
     assert trained["status"] == evaluated["status"] == "finished"
     assert evaluated["checkpoint"]["sha256"] == trained["checkpoint"]["sha256"]  # the training run's model
@@ -73,7 +74,8 @@ def test_cross_dataset_trains_once_and_evaluates_that_checkpoint_in_the_official
     for folder, result in ((train, trained), (target, evaluated)):  # what parse_test_res.py reads
         found = re.findall(r"\* accuracy: ([\d.]+)%", (folder / "log.txt").read_text())
         assert found and float(found[-1]) == pytest.approx(result["result"]["accuracy"], abs=0.051)  # printed to 0.1
-    rows = {r["dataset"]: r for r in read_csv(out / "cross_dataset" / "results" / f"CoOpDePT_{VARIANT}_shots16.csv")}
+    rows = {r["dataset"]: r for r in read_csv(out / "cross_dataset" / "results" /
+                                                      f"CoOpDePT_{VARIANT}_shots16_from_digits.csv")}
     assert rows["digits"]["role"] == "source" and rows["digits_inverted"]["role"] == "target"
     assert float(rows["digits"]["accuracy"]) == pytest.approx(trained["result"]["accuracy"], abs=0.01)
     assert float(rows["digits_inverted"]["accuracy"]) == pytest.approx(evaluated["result"]["accuracy"], abs=0.01)
@@ -85,8 +87,45 @@ def test_domain_generalisation_reuses_the_cross_dataset_model(transfer):
     out, _, dg = transfer
     assert "skip (finished): " + str(out / "digits" / "CoOpDePT" / f"{VARIANT}_16shots" / "seed1") in dg.stdout
     assert dg.stdout.count("run: ") == 0  # the target's evaluation was done by cross-dataset: same folder
-    assert os.path.isfile(out / "dg" / "results" / f"CoOpDePT_{VARIANT}_shots16.md")
+    assert os.path.isfile(out / "dg" / "results" / f"CoOpDePT_{VARIANT}_shots16_from_digits.md")
     assert len(glob.glob(str(out / "digits" / "CoOpDePT" / "*" / "seed1" / "prompt_learner*"))) <= 1
+
+
+def test_two_sources_keep_their_own_evaluations_and_tables(transfer, tmp_path):
+    """A model trained on another source evaluates into its own folder and table: neither source's
+    evaluation or table replaces the other's, and re-running either one runs nothing."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(transfer[0], out)
+    demo = transfer[0] / "demo"  # the CLIP file the copied runs recorded
+    common = ["--root", str(demo / "data"), "--seeds", "1", "--trainers", "CoOpDePT", "--config", "demo_tiny",
+              "--output", str(out), "--", "MODEL.BACKBONE.PATH", str(demo / "tiny_clip.pt"),
+              "OPTIM.MAX_EPOCH", "1"]
+    results = out / "cross_dataset" / "results"
+    first = (results / f"CoOpDePT_{VARIANT}_shots16_from_digits.csv").read_text()
+    evals = out / "evaluation" / "CoOpDePT" / f"{VARIANT}_16shots"
+    before = record(evals / "from_digits" / "digits_inverted" / "seed1")
+    other = run(tmp_path, "cross-dataset", "--source", "digits_inverted", "--datasets", "digits_inverted", *common)
+    assert "2 runs done (2 ran, 0 skipped, 0 failed)" in other.stdout, other.stdout[-3000:]
+    trained = record(out / "digits_inverted" / "CoOpDePT" / f"{VARIANT}_16shots" / "seed1")
+    evaluated = record(evals / "from_digits_inverted" / "digits_inverted" / "seed1")
+    assert evaluated["checkpoint"]["sha256"] == trained["checkpoint"]["sha256"] != before["checkpoint"]["sha256"]
+    assert record(evals / "from_digits" / "digits_inverted" / "seed1") == before
+    assert (results / f"CoOpDePT_{VARIANT}_shots16_from_digits.csv").read_text() == first
+    rows = {r["dataset"]: r for r in read_csv(results / f"CoOpDePT_{VARIANT}_shots16_from_digits_inverted.csv")}
+    assert float(rows["digits_inverted"]["accuracy"]) == pytest.approx(trained["result"]["accuracy"], abs=0.01)
+    again = run(tmp_path, "cross-dataset", "--source", "digits", "--datasets", "digits_inverted", *common)
+    assert "(0 ran, 2 skipped, 0 failed)" in again.stdout, again.stdout[-3000:]
+    assert (results / f"CoOpDePT_{VARIANT}_shots16_from_digits.csv").read_text() == first
+    run(tmp_path, "report", str(out), "--no-figures")  # the report reads each evaluation's source from its folder
+    report = read_csv(out / "report" / "cross_dataset.csv")
+    cells = {(r["source"], r["dataset"], r["role"]): r for r in report}
+    assert float(cells[("digits", "digits_inverted", "target")]["accuracy"]) == pytest.approx(
+        before["result"]["accuracy"], abs=0.01)
+    assert float(cells[("digits_inverted", "digits_inverted", "target")]["accuracy"]) == pytest.approx(
+        evaluated["result"]["accuracy"], abs=0.01)
+    assert all(r["seeds"] == "1" for r in report if r["dataset"] != "average"), report
 
 
 def test_few_shot_writes_one_table_over_the_shots(tmp_path):
