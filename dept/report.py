@@ -38,7 +38,14 @@ from dept.protocol_results import paper_transfer
 from dept.protocols import BENCHMARK_11, DG_TARGETS, PROTOCOLS, SOURCE_PREFIX, eval_dir, train_dir
 from dept.results import PAPER_DATASETS, PAPER_SHOTS, _clip_problem, harmonic_mean, paper_base2new, paper_method
 from dept.results import render_csv as _render_csv
-from dept.run_record import RECORD_NAME, CorruptRecord, flat_config, read_record
+from dept.run_record import (
+    NEUTRAL_KEYS,
+    RECORD_NAME,
+    CorruptRecord,
+    config_differences,
+    flat_config,
+    read_record,
+)
 
 STAGES = ("train_base", "test_new")
 TRAIN_NOT_COUNTED = "its training run is not counted"
@@ -162,8 +169,50 @@ def scan(root, skip=()):
             runs.append(load_run(root, os.path.join(*parts), found))
         elif RECORD_NAME in files:
             strays.append(rel)
+    mark_mixed_settings(runs)
     link_runs(runs)
     return runs, strays
+
+
+def mark_mixed_settings(runs):
+    """Seeds of one cell (one folder variant) that ran with other settings (a yaml edited between
+    seeds: the folder name cannot show it) are never averaged together. The runs that agree with
+    the most seeds count (on a tie, those with the newest run: what the runner counts now); each
+    other one is not counted, with the keys that differ."""
+    cells = {}
+    for run in runs:
+        if not run.problem and run.record is not None:
+            cells.setdefault((run.kind, run.dataset, run.trainer, run.variant, run.shots, run.source), []).append(run)
+    ignore = NEUTRAL_KEYS | {"SEED"}
+    for cell in cells.values():
+        if len(cell) < 2:
+            continue
+        groups = []  # [(a run's config, [runs with the same config])]
+        for run in cell:
+            config = run.record.get("config") or ""
+            for first, members in groups:
+                if not config_differences(first, config, neutral=ignore):
+                    members.append(run)
+                    break
+            else:
+                groups.append((config, [run]))
+        if len(groups) < 2:
+            continue
+        kept_config, kept = max(groups, key=lambda g: (len(g[1]), max(str(r.record.get("started")) for r in g[1])))
+        seeds = " ".join(str(r.seed) for r in sorted(kept, key=lambda r: r.seed))
+        for config, members in groups:
+            if members is kept:
+                continue
+            differences = config_differences(config, kept_config, neutral=ignore)
+            shown = "; ".join(f"{key} {_plain(mine)} here, {_plain(theirs)} there"
+                              for key, mine, theirs in differences[:4])
+            shown += " ..." if len(differences) > 4 else ""
+            for run in members:
+                run.problem = f"it ran with other settings than seed(s) {seeds} of its cell: {shown}"
+
+
+def _plain(value):
+    return repr(value) if isinstance(value, (str, int, float, bool, list, tuple, type(None))) else "(absent)"
 
 
 def load_run(root, folder, found):

@@ -465,3 +465,36 @@ def test_figures_of_an_earlier_report_that_no_longer_apply_are_removed(tmp_path)
 def test_std_is_the_sample_std_and_absent_for_one_seed():
     assert report.stats([1.0, 2.0, 3.0]) == (2.0, statistics.stdev([1.0, 2.0, 3.0]))
     assert report.stats([5.0]) == (5.0, None) and report.stats([]) == (None, None)
+
+
+def test_seeds_that_ran_with_other_settings_are_never_averaged_together(tmp_path):
+    """A yaml edited between seeds keeps the folder name: the report compares the recorded configs of
+    a cell's seeds, counts those that agree with the most seeds (on a tie, the newest), and names
+    the others and the keys that differ; their evaluations are not counted either."""
+    def put_b2n(root, seed, lr, base, new, started):
+        for stage, accuracy in (("train_base", base), ("test_new", new)):
+            subsample = "base" if stage == "train_base" else "new"
+            folder = os.path.join(root, B2N.format(stage=stage, dataset="dtd", shots=16, trainer="CoOp", cfg=CFG,
+                                                   seed=seed))
+            write_record(folder, {"status": "finished", "mode": "train", "trainer": "CoOp",
+                                  "config": config("CoOp", "dtd", seed, 16, subsample) + f"OPTIM:\n  LR: {lr}\n",
+                                  "result": {"split": "test", "accuracy": accuracy}, "started": started,
+                                  "checkpoint": {"path": "x", "sha256": f"s{seed}", "epoch": 10}, "clip": VIT_B16})
+
+    most = str(tmp_path / "most")
+    put_b2n(most, 1, 0.01, 50.0, 30.0, "2026-01-03T00:00:00")
+    put_b2n(most, 2, 0.5, 80.0, 60.0, "2026-01-01T00:00:00")
+    put_b2n(most, 3, 0.5, 82.0, 62.0, "2026-01-02T00:00:00")
+    tables, _, _, _ = report.write_report(most, os.path.join(most, "report"), figures=False)
+    dtd = one(tables["base2new"], dataset="dtd", trainer="CoOp")
+    assert (dtd["seeds"], dtd["seed_ids"], dtd["base"], dtd["new"]) == (2, "2 3", 81.0, 61.0)
+    assert "seed 1 not counted" in dtd["note"] and "OPTIM.LR 0.01 here, 0.5 there" in dtd["note"]
+    missing = open(os.path.join(most, "report", "missing.md")).read()
+    assert "other settings than seed(s) 2 3" in missing
+
+    tie = str(tmp_path / "tie")
+    put_b2n(tie, 1, 0.01, 50.0, 30.0, "2026-01-01T00:00:00")
+    put_b2n(tie, 2, 0.5, 80.0, 60.0, "2026-01-02T00:00:00")
+    tables, _, _, _ = report.write_report(tie, os.path.join(tie, "report"), figures=False)
+    dtd = one(tables["base2new"], dataset="dtd", trainer="CoOp")
+    assert (dtd["seeds"], dtd["seed_ids"], dtd["base"]) == (1, "2", 80.0)  # what the runner counts now
