@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dept.files import Busy, FileLock, sha256
 from dept.protocols import (
@@ -658,6 +658,27 @@ class Runner:
         found = (re.fullmatch(r"seed(\d+)", name) for name in os.listdir(parent))
         return sorted(int(m.group(1)) for m in found if m)
 
+    def datasets_on_disk(self, grid, requested, source=None):
+        """``requested``, then the other datasets with runs of this grid cell on disk (training runs, or
+        with ``source`` the evaluations of its model): a table keeps the rows of an earlier, larger
+        grid when this invocation asks for fewer datasets."""
+        if source is None:  # dept.protocols.train_dir: <output>[/base2new/train_base]/<dataset>/...
+            parent = (os.path.join(self.output, "base2new", "train_base") if self.protocol.name == "base2new"
+                      else self.output)
+        else:
+            parent = os.path.dirname(os.path.dirname(self.directory(grid, "x", 0, self.eval_stage, source=source)))
+        extra = []
+        if os.path.isdir(parent):
+            for name in sorted(os.listdir(parent)):
+                if name in requested or not os.path.isfile(
+                        os.path.join(self.args.configs_dir, "datasets", f"{name}.yaml")):
+                    continue
+                stage = self.train_stage if source is None else self.eval_stage
+                folder = os.path.dirname(self.directory(grid, name, 0, stage, source=source))
+                if os.path.isdir(folder) and any(re.fullmatch(r"seed\d+", n) for n in os.listdir(folder)):
+                    extra.append(name)
+        return [*requested, *extra]
+
     def collect(self, grid, dataset):
         """base2new: ``SeedRuns`` for every seed of this grid cell found on disk (finished and verified only)."""
         out = []
@@ -677,8 +698,13 @@ class Runner:
         each target's evaluations, for every seed found on disk."""
         from dept.protocol_results import SeedResult
 
-        sources, targets = {}, {d: [] for d in self.args.datasets}
-        for dataset in self.train_datasets():
+        if self.protocol.has_source:
+            sources = {}
+            targets = {d: [] for d in self.datasets_on_disk(grid, self.args.datasets, source=self.source)}
+        else:
+            sources, targets = {}, {}
+        for dataset in (self.train_datasets() if self.protocol.has_source
+                        else self.datasets_on_disk(grid, self.args.datasets)):
             sources[dataset] = []
             for seed in self.seeds_on_disk(grid, dataset):
                 train, why = self.verified(self.make_run(grid, dataset, seed, self.train_stage))
@@ -686,7 +712,7 @@ class Runner:
                     sources[dataset].append(SeedResult.from_record(seed, train, [why] if why else []))
                 if not self.protocol.has_source:
                     continue
-                for target in self.args.datasets:
+                for target in targets:
                     run = self.make_run(grid, target, seed, self.eval_stage, source=dataset)
                     if train is None:
                         targets[target].append(SeedResult(seed, problems=["its training run is not finished"]))
@@ -736,12 +762,26 @@ class Runner:
         for (trainer, variant), cells in by_trainer.items():
             stem = os.path.join(self.results_dir(), f"{trainer}_{variant}")
             with FileLock(os.path.join(self.results_dir(), f".{trainer}_{variant}.lock")):
-                per_shots = {grid.shots: self.collect_transfer(grid)[0] for grid in cells}
+                per_shots = {grid.shots: self.collect_transfer(grid)[0] for grid in self.shots_on_disk(cells)}
                 rows = few_shot_table(per_shots, self.args.seeds)
-                title = self._title(f"{trainer} few-shot ({variant}, shots {', '.join(str(g.shots) for g in cells)})")
+                shown = ", ".join(str(k) for k in sorted(per_shots))
+                title = self._title(f"{trainer} few-shot ({variant}, shots {shown})")
                 texts.append(write_tables(rows, stem + ".csv", stem + ".md", title, FEW_SHOT_COLUMNS))
             logger.info("results: %s.csv and %s.md", stem, stem)
         return texts
+
+    def shots_on_disk(self, cells):
+        """The grids of ``cells`` (one trainer and variant), then those of the other numbers of shots
+        with training runs of it on disk: the few-shot table keeps the shots of earlier invocations."""
+        grid, have = cells[0], {g.shots for g in cells}
+        pattern = re.compile(re.escape(grid.variant) + r"_(\d+)shots")
+        found = set()
+        for dataset in os.listdir(self.output) if os.path.isdir(self.output) else ():
+            folder = os.path.join(self.output, dataset, grid.trainer)
+            if os.path.isdir(folder) and os.path.isfile(os.path.join(self.args.configs_dir, "datasets",
+                                                                      f"{dataset}.yaml")):
+                found |= {int(m.group(1)) for m in map(pattern.fullmatch, os.listdir(folder)) if m}
+        return [*cells, *(replace(grid, shots=k) for k in sorted(found - have))]
 
     def write_base2new_table(self, grid):
         results = self.results_dir()
@@ -749,7 +789,7 @@ class Runner:
         # One writer at a time per table, reading the records after any other writer's: the last
         # table written has every run finished before it.
         with FileLock(os.path.join(results, f".{grid.stem}.lock")):
-            per_dataset = {d: self.collect(grid, d) for d in self.args.datasets}
+            per_dataset = {d: self.collect(grid, d) for d in self.datasets_on_disk(grid, self.args.datasets)}
             rows = build_table(per_dataset, grid.trainer, grid.shots, grid.cfg_name,
                                default_config(grid.trainer), grid.options, self.args.seeds)
             seeds = sorted({s for r in rows if r["dataset"] != "average" for s in r["seed_ids"].split()}, key=int)

@@ -128,6 +128,22 @@ def test_two_sources_keep_their_own_evaluations_and_tables(transfer, tmp_path):
     assert all(r["seeds"] == "1" for r in report if r["dataset"] != "average"), report
 
 
+def test_a_base2new_table_keeps_the_datasets_of_an_earlier_larger_grid(tmp_path):
+    from dept.testing import save_tiny_clip
+
+    run(tmp_path, "data", "prepare-demo", "--root", "data")
+    clip = save_tiny_clip(str(tmp_path / "clip.pt"))
+    common = ["--root", "data", "--seeds", "1", "--trainers", "CoOp", "--config", "demo_tiny", "--output", "out",
+              "--", "MODEL.BACKBONE.PATH", clip, "OPTIM.MAX_EPOCH", "1"]
+    run(tmp_path, "base2new", "--datasets", "digits", "digits_inverted", *common)
+    table = tmp_path / "out" / "base2new" / "results" / f"CoOp_{VARIANT}_shots16.csv"
+    before = read_csv(table)
+    assert [r["dataset"] for r in before] == ["digits", "digits_inverted", "average"]
+    fewer = run(tmp_path, "base2new", "--datasets", "digits", *common)
+    assert "(0 ran, 2 skipped, 0 failed)" in fewer.stdout, fewer.stdout[-3000:]
+    assert read_csv(table) == before
+
+
 def test_few_shot_writes_one_table_over_the_shots(tmp_path):
     proc = run(tmp_path, "few-shot", "--seeds", "1", "--shots", "1", "2", "--trainers", "CoOp", "--output", "out",
                *FAST)
@@ -140,6 +156,12 @@ def test_few_shot_writes_one_table_over_the_shots(tmp_path):
         assert float(next(r for r in rows if r["shots"] == str(shots))["accuracy"]) == \
             pytest.approx(rec["result"]["accuracy"], abs=0.01)
     assert "### CoOp few-shot" in proc.stdout
+    # A later invocation with fewer shots rewrites the table with every shots' rows found on disk.
+    fewer = run(tmp_path, "few-shot", "--seeds", "1", "--shots", "2", "--trainers", "CoOp", "--output", "out", *FAST)
+    assert "(0 ran, 1 skipped, 0 failed)" in fewer.stdout, fewer.stdout[-3000:]
+    again = read_csv(tmp_path / "out" / "few_shot" / "results" / f"CoOp_{VARIANT}.csv")
+    assert [(r["dataset"], r["shots"], r["accuracy"]) for r in again] == \
+        [(r["dataset"], r["shots"], r["accuracy"]) for r in rows]
 
 
 def _tables(out):
