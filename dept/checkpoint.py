@@ -133,13 +133,14 @@ def find_checkpoint(directory, names, epoch=None, best=False):
     )
 
 
-def set_aside(path):
-    """Rename an unreadable checkpoint to ``<path>.corrupt`` (kept for inspection, never loaded)."""
-    target = f"{path}.corrupt"
+def set_aside(path, why="corrupt"):
+    """Rename a checkpoint to ``<path>.<why>`` (kept for inspection, never loaded): unreadable ones,
+    and ("set-aside") states a run cannot go on from."""
+    target = f"{path}.{why}"
     n = 1
     while os.path.exists(target):
         n += 1
-        target = f"{path}.corrupt{n}"
+        target = f"{path}.{why}{n}"
     os.replace(path, target)
     return target
 

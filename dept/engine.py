@@ -46,6 +46,7 @@ from dept.checkpoint import (
     read_checkpoint,
     rng_state,
     save_checkpoint,
+    set_aside,
     set_rng_state,
 )
 from dept.clip_loader import load_clip
@@ -409,9 +410,28 @@ class PromptTrainer(TrainerX):
             with torch.no_grad():
                 own[key].copy_(value)
 
+    def _drop_states_without_their_best(self, folder):
+        """With TEST.FINAL_MODEL best_val, the best model is a file of its own that no later state can
+        rebuild: when it is unreadable, every state is set aside and the run trains from the start
+        (which ends exactly as the first time did), rather than finishing with no best model."""
+        best = os.path.join(folder, BEST)
+        if self.cfg.TEST.FINAL_MODEL != "best_val" or not os.path.isfile(best):
+            return
+        try:
+            read_checkpoint(best)
+        except CorruptCheckpoint as err:
+            states = [os.path.join(folder, f"model.pth.tar-{e}") for e in checkpoint_epochs(folder)]
+            states += [p for p in (os.path.join(folder, INTERRUPTED),) if os.path.isfile(p)]
+            logger.warning("%s; it is renamed to %s. No later state can rebuild the best-validation model, so "
+                           "%d state(s) are set aside too and the run trains again from the start.",
+                           err, set_aside(best), len(states))
+            for state in states:
+                set_aside(state, why="set-aside")
+
     def resume_model_if_exist(self, directory):
         """Restore the most advanced good state under ``directory`` (every part of it), or start at 0."""
         folder = os.path.join(directory, self.checkpoint_name)
+        self._drop_states_without_their_best(folder)
         path, checkpoint = latest_resumable(folder)
         if path is None:
             logger.info("No checkpoint found in %s: training from scratch.", folder)

@@ -140,3 +140,28 @@ def test_truncated_checkpoint_is_named_and_the_last_good_one_resumes(setup, refe
     assert f"Checkpoint {newest} cannot be read" in resumed.stdout
     assert (out / "PromptLearner" / "model.pth.tar-2.corrupt").is_file()
     assert_identical(final_state(out), reference)
+
+
+def test_an_unreadable_best_model_trains_the_run_again_from_the_start(setup, tmp_path):
+    """TEST.FINAL_MODEL best_val: no later state can rebuild the best model, so a damaged one sends
+    the run back to its start, which ends exactly as the first time (instead of failing forever)."""
+    base, root, clip_file = setup
+
+    def best_val(out):
+        return command(root, out, clip_file, "TEST.FINAL_MODEL", "best_val")
+
+    first = launch(best_val(tmp_path / "first"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "damaged"
+    assert launch(best_val(out), "checkpoint:3").returncode == -9  # killed after its last save
+    best = out / "PromptLearner" / "model-best.pth.tar"
+    best.write_bytes(best.read_bytes()[:100])
+    again = launch(best_val(out))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"Checkpoint {best} cannot be read" in again.stdout and "trains again from the start" in again.stdout
+    assert (out / "PromptLearner" / "model-best.pth.tar.corrupt").is_file()
+    assert_identical(final_state(out), final_state(tmp_path / "first"))
+    reread = torch.load(best, weights_only=True)["state_dict"]
+    expected = torch.load(tmp_path / "first" / "PromptLearner" / "model-best.pth.tar", weights_only=True)
+    assert reread.keys() == expected["state_dict"].keys()
+    assert all(torch.equal(value, expected["state_dict"][key]) for key, value in reread.items())
