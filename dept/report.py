@@ -654,7 +654,8 @@ def few_shot_rows(runs, root, absent):
     datasets per shots. A method variant is in the table when it has training runs besides the
     sources of its evaluations (its ImageNet 16-shot source run is a few-shot point too, but alone
     it is the cross-dataset protocol's). Its grid is every dataset × every shots its runs (not
-    counting such sources) have; a source run inside that grid is one of its cells. The paper has
+    counting such sources) have, and the sources trained at one of those shots (as the runner's
+    few-shot table counts them); a source run inside that grid is one of its cells. The paper has
     no few-shot table: no paper columns."""
     sources = {(r.trainer, r.variant, r.shots, r.source) for r in runs if r.kind == "eval"}
     trains = [r for r in runs if r.kind == "train"]
@@ -663,7 +664,8 @@ def few_shot_rows(runs, root, absent):
     rows = []
     for _, group in _groups(trains, lambda r: split_variant(r.variant)[1]).items():
         grid = [r for r in group if (r.trainer, r.variant, r.shots, r.dataset) not in sources]
-        datasets, all_shots = {r.dataset for r in grid}, {r.shots for r in grid}
+        all_shots = {r.shots for r in grid}
+        datasets = {r.dataset for r in group if r.shots in all_shots}  # a source at the grid's shots: a cell
         group = [r for r in group if r.dataset in datasets and r.shots in all_shots]
         seeds = {r.seed for r in group}
         for trainer, variant in sorted({(r.trainer, r.variant) for r in group}):

@@ -498,3 +498,18 @@ def test_seeds_that_ran_with_other_settings_are_never_averaged_together(tmp_path
     tables, _, _, _ = report.write_report(tie, os.path.join(tie, "report"), figures=False)
     dtd = one(tables["base2new"], dataset="dtd", trainer="CoOp")
     assert (dtd["seeds"], dtd["seed_ids"], dtd["base"]) == (1, "2", 80.0)  # what the runner counts now
+
+
+def test_a_source_trained_at_the_few_shot_grids_shots_is_one_of_its_cells(tmp_path):
+    """Few-shot at 16 shots beside cross-dataset from ImageNet: the ImageNet 16-shot run is a
+    few-shot point too (the runner's few-shot table counts it), so the report's average has it."""
+    root = str(tmp_path)
+    put(root, TRAIN, "CoOp", "dtd", 1, 60.0, sha="dtd")
+    put(root, TRAIN, "CoOp", "imagenet", 1, 70.0, sha="in")
+    put(root, EVAL, "CoOp", "caltech101", 1, 90.0, sha="in")
+    tables, _, _, _ = report.write_report(root, os.path.join(root, "report"), figures=False)
+    rows = {r["dataset"]: r for r in tables["few_shot"]}
+    assert set(rows) == {"dtd", "imagenet", "average"}
+    assert rows["average"]["accuracy"] == pytest.approx(65.0)
+    cross = {(r["dataset"], r["role"]): r for r in tables["cross_dataset"]}
+    assert cross[("imagenet", "source")]["accuracy"] == 70.0 and cross[("caltech101", "target")]["accuracy"] == 90.0
