@@ -35,7 +35,7 @@ from functools import lru_cache
 
 from dept.files import atomic_open, write_text
 from dept.protocol_results import paper_transfer
-from dept.protocols import BENCHMARK_11, DG_TARGETS, PROTOCOLS, SOURCE_PREFIX, eval_dir, train_dir
+from dept.protocols import BENCHMARK_11, DEMO_TARGETS, DG_TARGETS, PROTOCOLS, SOURCE_PREFIX, eval_dir, train_dir
 from dept.results import PAPER_DATASETS, PAPER_SHOTS, _clip_problem, harmonic_mean, paper_base2new, paper_method
 from dept.results import render_csv as _render_csv
 from dept.run_record import (
@@ -572,8 +572,8 @@ def finish(rows):
 def transfer_rows(runs, root, absent, protocol):
     """Per method variant: the source (its training runs' own test accuracy), each target, the
     average over the targets; mean ± std over seeds, the paper's figure and DePT's gain. Targets
-    that are ImageNet variants are DG, the others cross-dataset."""
-    evals = [r for r in runs if r.kind == "eval" and ((r.dataset in DG_TARGETS) == (protocol == "dg"))]
+    that are ImageNet variants are DG, the others cross-dataset (``eval_protocols``)."""
+    evals = [r for r in runs if r.kind == "eval" and protocol in eval_protocols(r.dataset)]
     rows = []
     for (shots, _), group in _groups(evals, lambda r: (r.shots, split_variant(r.variant)[1])).items():
         targets = {r.dataset for r in group}
@@ -803,11 +803,20 @@ def _escape(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def eval_protocols(target):
+    """The tables an evaluation on ``target`` belongs to: DG for the ImageNet variants, cross-dataset
+    for the other datasets; the demo's one target (the inverted digits: the source's classes in
+    another domain) serves both, as it does in the runner."""
+    if target in DEMO_TARGETS:
+        return ["cross_dataset", "dg"]
+    return ["dg"] if target in DG_TARGETS else ["cross_dataset"]
+
+
 def run_protocols(run):
     if run.kind in STAGES:
         return ["base2new"]
     if run.kind == "eval":
-        return ["dg" if run.dataset in DG_TARGETS else "cross_dataset"]
+        return eval_protocols(run.dataset)
     return ["training (few_shot, or the source of cross_dataset / dg)"]
 
 

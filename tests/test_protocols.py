@@ -89,6 +89,12 @@ def test_domain_generalisation_reuses_the_cross_dataset_model(transfer):
     assert dg.stdout.count("run: ") == 0  # the target's evaluation was done by cross-dataset: same folder
     assert os.path.isfile(out / "dg" / "results" / f"CoOpDePT_{VARIANT}_shots16_from_digits.md")
     assert len(glob.glob(str(out / "digits" / "CoOpDePT" / "*" / "seed1" / "prompt_learner*"))) <= 1
+    # the report has the demo's DG table too: its one target serves both protocols, as in the runner
+    report = out.parent / "dg_report"
+    run(out.parent, "report", str(out), "--out", str(report), "--no-figures")
+    for protocol in ("cross_dataset", "dg"):
+        rows = {(r["dataset"], r["role"]): r for r in read_csv(report / f"{protocol}.csv")}
+        assert rows[("digits_inverted", "target")]["seeds"] == "1", (protocol, rows)
 
 
 def test_two_sources_keep_their_own_evaluations_and_tables(transfer, tmp_path):
