@@ -420,8 +420,9 @@ class PromptTrainer(TrainerX):
         try:
             read_checkpoint(best)
         except CorruptCheckpoint as err:
-            states = [os.path.join(folder, f"model.pth.tar-{e}") for e in checkpoint_epochs(folder)]
-            states += [p for p in (os.path.join(folder, INTERRUPTED),) if os.path.isfile(p)]
+            states = [os.path.join(folder, name) for name in
+                      [f"model.pth.tar-{e}" for e in checkpoint_epochs(folder)] + [INTERRUPTED]
+                      if os.path.isfile(os.path.join(folder, name))]
             logger.warning("%s; it is renamed to %s. No later state can rebuild the best-validation model, so "
                            "%d state(s) are set aside too and the run trains again from the start.",
                            err, set_aside(best), len(states))

@@ -92,15 +92,18 @@ def eval_dir(protocol, output, dataset, shots, trainer, variant, seed, source=No
     if protocol.name == "base2new":
         return os.path.join(output, "base2new", "test_new", dataset, f"shots_{shots}", trainer, variant,
                             f"seed{seed}")
-    cell = os.path.join(output, "evaluation", trainer, f"{variant}_{shots}shots")
-    if source and source != OFFICIAL_SOURCE:
-        cell = os.path.join(cell, f"{SOURCE_PREFIX}{source}")
+    cell = os.path.join(output, "evaluation", trainer, f"{variant}_{shots}shots", source_folder(source))
     return os.path.join(cell, dataset, f"seed{seed}")
+
+
+def source_folder(source):
+    """``from_<source>`` for a source other than ImageNet, else "" (the official layout)."""
+    return f"{SOURCE_PREFIX}{source}" if source and source != OFFICIAL_SOURCE else ""
 
 
 def source_suffix(source):
     """What a transfer table's file name adds for a source other than ImageNet ("" for ImageNet)."""
-    return f"_{SOURCE_PREFIX}{source}" if source and source != OFFICIAL_SOURCE else ""
+    return "_" + source_folder(source) if source_folder(source) else ""
 
 
 def protocol_config(trainer_cls, protocol, default):

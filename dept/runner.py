@@ -651,8 +651,8 @@ class Runner:
     def results_dir(self):
         return os.path.join(self.output, self.protocol.name, "results")
 
-    def seeds_on_disk(self, grid, dataset):
-        parent = os.path.dirname(self.directory(grid, dataset, 0, self.train_stage))
+    def seeds_on_disk(self, grid, dataset, stage=None, source=None):
+        parent = os.path.dirname(self.directory(grid, dataset, 0, stage or self.train_stage, source=source))
         if not os.path.isdir(parent):
             return []
         found = (re.fullmatch(r"seed(\d+)", name) for name in os.listdir(parent))
@@ -662,21 +662,17 @@ class Runner:
         """``requested``, then the other datasets with runs of this grid cell on disk (training runs, or
         with ``source`` the evaluations of its model): a table keeps the rows of an earlier, larger
         grid when this invocation asks for fewer datasets."""
-        if source is None:  # dept.protocols.train_dir: <output>[/base2new/train_base]/<dataset>/...
-            parent = (os.path.join(self.output, "base2new", "train_base") if self.protocol.name == "base2new"
-                      else self.output)
-        else:
-            parent = os.path.dirname(os.path.dirname(self.directory(grid, "x", 0, self.eval_stage, source=source)))
+        stage = self.train_stage if source is None else self.eval_stage
+        placeholder = "\0dataset"  # no folder has this name: where the dataset goes in the layout
+        parts = self.directory(grid, placeholder, 0, stage, source=source).split(os.sep)
+        parent = os.sep.join(parts[:parts.index(placeholder)])
         extra = []
-        if os.path.isdir(parent):
-            for name in sorted(os.listdir(parent)):
-                if name in requested or not os.path.isfile(
-                        os.path.join(self.args.configs_dir, "datasets", f"{name}.yaml")):
-                    continue
-                stage = self.train_stage if source is None else self.eval_stage
-                folder = os.path.dirname(self.directory(grid, name, 0, stage, source=source))
-                if os.path.isdir(folder) and any(re.fullmatch(r"seed\d+", n) for n in os.listdir(folder)):
-                    extra.append(name)
+        for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else ():
+            if name in requested or not os.path.isfile(os.path.join(self.args.configs_dir, "datasets",
+                                                                    f"{name}.yaml")):
+                continue
+            if self.seeds_on_disk(grid, name, stage, source):
+                extra.append(name)
         return [*requested, *extra]
 
     def collect(self, grid, dataset):
