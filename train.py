@@ -15,7 +15,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
 # -- entry point
 try:
-    from dept.train import cli
+    from dept.run.train import cli
 except ModuleNotFoundError as err:
     if err.name != "dept":
         raise

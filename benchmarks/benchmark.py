@@ -4,7 +4,7 @@
 For each method (by default every method of the paper's table, with and without DePT) and each
 number of classes, on one CLIP with random weights (ViT-B/16 shape; fp32 on CPU, fp16 with
 ``--device cuda``) and the method's own base-to-new config
-(``configs/trainers/<trainer>/<default_config>.yaml``), it reports:
+(``configs/trainers/<trainer>/<its base-to-new config>.yaml``, from its method record), it reports:
 
 * **s / step**: seconds per training step, the median of the timed steps after one warm-up step:
   the trainer's own ``forward_backward`` on a batch of ``--batch`` random images (image and text
@@ -54,7 +54,7 @@ every change is undone when the measurement ends) changes this:
   ``.half()`` on its projection layer and on every prompt in every forward: an fp16 layer fed fp32
   prompts is an error, and fp16 prompts in an fp32 model would be rounded);
 * Dassl's warm-up LR schedulers, which fail on torch >= 2.6, get dept's fix
-  (``dept.dassl_compat.patch_dassl_schedulers``, the one any Dassl trainer needs here; not undone).
+  (``dept.util.dassl_compat.patch_dassl_schedulers``, the one any Dassl trainer needs here; not undone).
 
 The original code
 -----------------
@@ -276,11 +276,9 @@ def timed(fn, device, warmup, repeats, budget):
 
 # -- configs and trainers ---------------------------------------------------------------------
 def config_name(method, tiny=False):
-    """The method's base-to-new config (its ``default_config``), or on the tiny CLIP its ``demo_config``."""
-    from dept.results import trainer_class
-    from dept.runner import default_config
-
-    return getattr(trainer_class(method), "demo_config", "demo_tiny") if tiny else default_config(method)
+    """The method's base-to-new config, or on the tiny CLIP its demo config (its method record's)."""
+    record = method_record(method)
+    return record.demo_config if tiny else record.config("base2new")
 
 
 def our_config(method, tiny=False):
@@ -288,8 +286,8 @@ def our_config(method, tiny=False):
     from dassl.config import get_cfg_default
 
     import dept  # noqa: F401  (registers our trainers, whose keys add_dept_config adds)
-    from dept.config import add_dept_config
-    from dept.train import merge_config_file
+    from dept.core.build_config import merge_config_file
+    from dept.core.config import add_dept_config
 
     cfg = add_dept_config(get_cfg_default())
     merge_config_file(cfg, os.path.join(CONFIGS, method, f"{config_name(method, tiny)}.yaml"))
@@ -487,7 +485,7 @@ def build_official(job, cls, device):
     """The official trainer ``cls``, built by its own ``build_model`` (within ``official_runtime``)."""
     from dassl.config import get_cfg_default
 
-    from dept.dassl_compat import patch_dassl_schedulers
+    from dept.util.dassl_compat import patch_dassl_schedulers
 
     patch_dassl_schedulers()
     cfg = get_cfg_default()
@@ -524,8 +522,8 @@ def run_job(job):
     if job["kind"] == "floor":
         from dassl.config import get_cfg_default
 
-        from dept.clip_loader import load_clip
-        from dept.config import add_dept_config
+        from dept.core.clip_loader import load_clip
+        from dept.core.config import add_dept_config
 
         cfg = add_dept_config(get_cfg_default())
         cfg.MODEL.BACKBONE.PATH = job["weights"]
@@ -900,18 +898,10 @@ def parse_args(argv):
         if not os.path.isdir(path):
             parser.error(f"--original-dir {item}: {path} is not a directory")
         args.original_dirs[source] = os.path.abspath(path)
-    unknown = [m for m in args.methods if m not in METHODS and not _registered(m)]
+    unknown = [m for m in args.methods if m not in METHODS and trainer_class(m) is None]
     if unknown:
         parser.error(f"not registered trainers: {unknown}")
     return args
-
-
-def _registered(method):
-    from dassl.engine import TRAINER_REGISTRY
-
-    import dept  # noqa: F401
-
-    return method in TRAINER_REGISTRY._obj_map
 
 
 def _available_memory():
@@ -925,7 +915,7 @@ def write_weights(model_name, seed, path):
     """The random CLIP every measurement loads, as a state-dict file (what MODEL.BACKBONE.PATH takes);
     returns its image size."""
     if model_name == "tiny":
-        from dept.testing import tiny_clip
+        from dept.core.testing import tiny_clip
 
         model = tiny_clip(seed=seed)
     else:
@@ -939,9 +929,22 @@ def write_weights(model_name, seed, path):
 
 
 def trainer_class(method):
-    from dept.results import trainer_class as registered
+    from dassl.engine import TRAINER_REGISTRY
 
-    return registered(method)
+    import dept  # noqa: F401  (registers our trainers)
+
+    return TRAINER_REGISTRY._obj_map.get(method)
+
+
+def method_record(method):
+    """The method record (``dept.core.methods``) of a registered trainer name."""
+    import dept  # noqa: F401
+    from dept.core.methods import method_of
+
+    record, _ = method_of(method)
+    if record is None:
+        raise SystemExit(f"{method} has no method record (dept.core.methods.register_method)")
+    return record
 
 
 def reference_code(method, settings):
@@ -1005,7 +1008,7 @@ def main(argv=None):
         jobs = [dict(settings, kind="floor", weights=weights)]
         for method in args.methods:
             cond = conditional(method, probe)
-            trains = getattr(trainer_class(method), "trained", True)
+            trains = method_record(method).trained
             own_batch = our_config(method).DATALOADER.TRAIN_X.BATCH_SIZE  # the real config's, also with --quick
             batches = [args.batch] + ([own_batch] if own_batch != args.batch and trains else [])
             for classes in sorted(args.conditional_classes if cond else args.classes):

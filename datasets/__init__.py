@@ -2,7 +2,7 @@
 
 Importing this package (``import dept.datasets``) registers every dataset under the name the CoOp
 family uses (``DescribableTextures``, ``ImageNet``, ...), idempotently and next to a user's own
-CoOp datasets (see ``dept.registry``). The shared machinery lives in ``base`` (``CoOpDataset``),
+CoOp datasets (see ``dept.core.registry``). The shared machinery lives in ``base`` (``CoOpDataset``),
 ``splits``, ``fewshot``, ``images``, ``report``, ``checksums`` and ``check`` (``python -m dept
 data``); each other module holds one dataset (``imagenet_family`` what ImageNet and its variants
 share). The imports below load

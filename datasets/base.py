@@ -22,7 +22,7 @@ from dassl.data.datasets import DatasetBase
 
 from .errors import DatasetConfigError, DatasetNotFoundError, UnreadableImageError, format_missing
 from .fewshot import FEWSHOT_DIR, fewshot_cache_path, load_or_sample, plan_shots
-from .images import CHECK_MODES, find_bad_images
+from .images import CHECK_MODES, CheckedDatasetWrapper, find_bad_images
 from .report import inspect_dataset
 from .splits import SPLITS, entries_to_datums, read_split_entries, selected_labels, subsample_classes
 
@@ -50,6 +50,9 @@ class CoOpDataset(DatasetBase):
     """
 
     dataset_dir = ""
+    #: how the trainer's data loaders read its images (``PromptTrainer.build_data_loader`` asks):
+    #: naming the file and the dataset when one is missing or corrupt
+    dataset_wrapper = CheckedDatasetWrapper
     #: the hand-crafted prompt of zero-shot CLIP for this dataset (CoOp's CUSTOM_TEMPLATES); methods
     #: that differ name theirs in ``method_templates`` ({trainer paper name: template}).
     template = "a photo of a {}."

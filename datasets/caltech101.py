@@ -1,7 +1,7 @@
 """Caltech101: 100 object classes; CoOp drops BACKGROUND_Google and Faces_easy."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

@@ -18,8 +18,8 @@ import tempfile
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.files import Busy, FileLock, share_mode
-from dept.registry import register
+from dept.core.registry import register
+from dept.util.files import Busy, FileLock, share_mode
 
 from .base import CoOpDataset
 from .report import Piece
@@ -81,7 +81,7 @@ def _is_prepared(dataset_dir, split_file=SPLIT_FILE):
 
 def _remove_leftovers(dataset_dir):
     """Delete the temporary files a killed writer left (named ``.<name>.<random>.tmp``, as
-    ``dept.files.atomic_open`` names them) in ``images/`` and beside the split file. Called under
+    ``dept.util.files.atomic_open`` names them) in ``images/`` and beside the split file. Called under
     the lock, when no other prepare is writing; ``split_fewshot/`` (runs' caches) is not touched."""
     folders = [dataset_dir] + [folder for folder, _, _ in os.walk(os.path.join(dataset_dir, "images"))]
     for folder in folders:
@@ -96,7 +96,7 @@ def _save_png(img, path):
     """Save ``img`` under a unique temporary name beside ``path`` (``atomic_open``'s pattern, so
     ``_remove_leftovers`` finds it), then rename it into place.
 
-    Unlike ``dept.files.atomic_open`` there is no fsync per image: 1,797 of them would cost seconds
+    Unlike ``dept.util.files.atomic_open`` there is no fsync per image: 1,797 of them would cost seconds
     on a slow disk. Concurrent readers and killed writers are safe without it (rename is atomic);
     only a power cut can leave an empty image behind, which ``_is_prepared`` treats as unprepared
     and the dataset's image check reports. The split file, the completion marker, is fsynced.

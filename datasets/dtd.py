@@ -1,7 +1,7 @@
 """Describable Textures (DTD): 47 texture classes, CoOp's fixed 60/24/36 images per class."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

@@ -1,7 +1,7 @@
 """EuroSAT: 10 land-use classes of Sentinel-2 RGB tiles in ``eurosat/2750/<Class>/*.jpg``."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

@@ -19,7 +19,7 @@ import logging
 import os
 import pickle
 
-from dept.files import atomic_open
+from dept.util.files import atomic_open
 
 from .errors import DatasetConfigError
 
@@ -235,7 +235,7 @@ def _load(cache_path, splits, shots, image_dir):
 
 
 def _save(data, cache_path, dataset_name):
-    """Write the cache through ``dept.files.atomic_open``: a unique
+    """Write the cache through ``dept.util.files.atomic_open``: a unique
     temporary name beside it, renamed over it when complete, so a concurrent run never reads half
     a pickle and a failed write leaves nothing behind. A data root we cannot write to only costs
     the cache (a warning)."""

@@ -3,7 +3,7 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

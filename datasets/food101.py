@@ -1,7 +1,7 @@
 """Food-101: 101 dishes in ``food-101/images/<dish>/*.jpg`` (the tarball's own layout)."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

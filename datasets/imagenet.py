@@ -13,8 +13,8 @@ import pickle
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.files import atomic_open
-from dept.registry import register
+from dept.core.registry import register
+from dept.util.files import atomic_open
 
 from .base import subsample_choice
 from .fewshot import StaleCache

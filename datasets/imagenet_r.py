@@ -1,7 +1,7 @@
 """ImageNet-R: test-only, 30,000 renditions (art, cartoons, ...) of 200 ImageNet classes."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .imagenet_family import ImageNetTestSet, classnames_piece
 from .report import folder_piece

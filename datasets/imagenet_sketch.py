@@ -1,7 +1,7 @@
 """ImageNet-Sketch: test-only, 50,889 sketches in ``imagenet-sketch/images/<wnid>/``."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .imagenet_family import ImageNetTestSet, classnames_piece
 from .report import folder_piece

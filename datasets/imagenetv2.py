@@ -1,7 +1,7 @@
 """ImageNetV2 (matched frequency): test-only, folders ``0``..``999`` named by ImageNet label."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .imagenet_family import ImageNetTestSet, classnames_piece
 from .report import folder_piece

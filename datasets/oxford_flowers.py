@@ -1,7 +1,7 @@
 """Oxford Flowers 102: images flat in ``oxford_flowers/jpg/``, names from ``cat_to_name.json``."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

@@ -1,7 +1,7 @@
 """Oxford-IIIT Pets: 37 cat and dog breeds, images directly in ``oxford_pets/images/``."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

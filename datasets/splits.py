@@ -13,7 +13,7 @@ import os
 
 from dassl.data.datasets import Datum
 
-from dept.files import atomic_open
+from dept.util.files import atomic_open
 
 from .errors import DatasetConfigError, MissingImagesError, SplitFileError
 

@@ -1,7 +1,7 @@
 """Stanford Cars: 196 car models; the split's paths are relative to the dataset folder itself."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

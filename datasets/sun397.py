@@ -1,7 +1,7 @@
 """SUN397: 397 scene classes under ``sun397/SUN397/<letter>/<scene>[/<sub>]/*.jpg``."""
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dept.registry import register
+from dept.core.registry import register
 
 from .base import CoOpDataset
 from .checksums import Checksum

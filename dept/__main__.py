@@ -10,7 +10,7 @@ commands (protocols: python -m dept <protocol> --help):
   cross-dataset train on ImageNet (all classes, 16 shots), evaluate on the 10 other datasets
   dg            the same ImageNet model on ImageNet-V2, -Sketch, -A, -R (domain generalisation)
   few-shot      train on all classes at 1, 2, 4, 8, 16 shots, on each dataset
-  grid FILE.yaml  several protocols' grids from one file (dept/grid_file.py)
+  grid FILE.yaml  several protocols' grids from one file (dept/run/grid_file.py)
   report ROOT   tables (mean ± std, H, averages, the paper's figures) and figures of every finished run
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
@@ -18,13 +18,13 @@ commands (protocols: python -m dept <protocol> --help):
   data prepare-demo   write the embedded digits demo dataset under --root
   dassl-fix install|uninstall|status [--site-dir DIR]
                 patch Dassl's warm-up LR schedulers for torch >= 2.6 in every process of this
-                environment (a .pth file in site-packages; see dept/dassl_compat.py)
+                environment (a .pth file in site-packages; see dept/util/dassl_compat.py)
 """
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from dept.logs import setup_logging
+    from dept.util.logs import setup_logging
 
     setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
@@ -32,23 +32,23 @@ def main(argv=None):
         return 0
     command, rest = argv[0], argv[1:]
     if command.replace("-", "_") in ("base2new", "cross_dataset", "dg", "few_shot"):
-        from dept.runner import run_protocol
+        from dept.run.cli import run_protocol
 
         return run_protocol(command, rest)
     if command == "grid":
-        from dept.grid_file import main as grid_main
+        from dept.run.grid_file import main as grid_main
 
         return grid_main(rest)
     if command == "report":
-        from dept.report import main as report_main
+        from dept.results.report import main as report_main
 
         return report_main(rest)
     if command == "train":
-        from dept.train import cli
+        from dept.run.train import cli
 
         return cli(rest)
     if command == "dassl-fix":
-        from dept.dassl_compat import main as dassl_fix_main
+        from dept.util.dassl_compat import main as dassl_fix_main
 
         return dassl_fix_main(rest)
     if command == "data":

@@ -2,7 +2,7 @@
 
 This file is loaded in two ways:
 
-- as ``dept._dassl_hook`` by :mod:`dept.dassl_compat` (``patch_dassl_schedulers()``), and
+- as ``dept._dassl_hook`` by :mod:`dept.util.dassl_compat` (``patch_dassl_schedulers()``), and
 - by file path, as the module ``_dept_dassl_fix``, from the ``.pth`` line that
   ``python -m dept dassl-fix install`` writes into site-packages. That happens at *every*
   interpreter start of the environment, so at import it defines things and nothing else: no torch,
@@ -25,7 +25,7 @@ What the patch changes in ``dassl.optim.lr_scheduler._BaseWarmupScheduler`` (the
 import sys
 
 TARGET = "dassl.optim.lr_scheduler"
-LOGGER = "dept.dassl_compat"
+LOGGER = "dept.util.dassl_compat"
 
 
 def _log(message, *args):

@@ -134,14 +134,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     return save_tiny_clip(str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt"))
 
 
 @pytest.fixture
 def tiny_clip():
-    from dept.testing import tiny_clip
+    from dept.core.testing import tiny_clip
 
     return tiny_clip()
 
@@ -150,7 +150,7 @@ def coop_cfg(**overrides):
     """A Dassl config with our keys, as train.py builds it, for a tiny fp32 CoOp."""
     from dassl.config import get_cfg_default
 
-    from dept.config import add_dept_config
+    from dept.core.config import add_dept_config
 
     cfg = add_dept_config(get_cfg_default())
     cfg.INPUT.SIZE = (32, 32)

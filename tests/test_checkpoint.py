@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dept import safe_pickle
-from dept.checkpoint import find_checkpoint, normalize_state_dict, read_checkpoint
+from dept.util import safe_pickle
+from dept.util.checkpoint import find_checkpoint, normalize_state_dict, read_checkpoint
 
 
 class Payload:
@@ -60,7 +60,7 @@ def test_official_checkpoint_loads_without_executing_pickled_code(tmp_path):
 def test_baseline_coop_checkpoint_keys_are_mapped():
     """The official baselines save their prompt learner alone: its bare keys are the prompt learner's
     (the trainer's ``official_state`` says so; the token buffers are dropped)."""
-    from dept.engine import PromptTrainer
+    from dept.core.trainer import PromptTrainer
 
     checkpoint = {"state_dict": {"ctx": torch.zeros(1), "token_prefix": torch.zeros(1)}}
     state = normalize_state_dict(checkpoint, PromptTrainer.official_state)

@@ -4,7 +4,7 @@ import hashlib
 import pytest
 import torch
 
-from dept.clip_loader import ENV_PATH, load_clip_file, resolve_clip_file, resolve_precision
+from dept.core.clip_loader import ENV_PATH, load_clip_file, resolve_clip_file, resolve_precision
 
 
 def sha256(path):
@@ -13,7 +13,7 @@ def sha256(path):
 
 
 def test_local_file_builds_the_same_model(tiny_clip_file):
-    from dept.testing import tiny_clip
+    from dept.core.testing import tiny_clip
 
     model = load_clip_file(tiny_clip_file)
     reference = tiny_clip()
@@ -64,7 +64,7 @@ def test_fp16_falls_back_to_fp32_without_cuda(caplog):
     import logging
 
     logging.disable(logging.NOTSET)  # wilds (imported by Dassl) disables INFO for the process; dept undoes it
-    with caplog.at_level(logging.INFO, logger="dept.clip_loader"):
+    with caplog.at_level(logging.INFO, logger="dept.core.clip_loader"):
         assert resolve_precision("fp16", "cpu") == "fp32"
     assert "fp32" in caplog.text
     assert resolve_precision("fp16", "cuda") == "fp16"
@@ -78,7 +78,7 @@ def not_clip_files(folder, tiny_clip_file):
 
     from torch import nn
 
-    from dept.checkpoint import save_checkpoint
+    from dept.util.checkpoint import save_checkpoint
 
     data = open(tiny_clip_file, "rb").read()
     files = {
@@ -118,7 +118,7 @@ def not_clip_files(folder, tiny_clip_file):
 
 
 def message_for(path):
-    from dept.clip_loader import NotAClipFile
+    from dept.core.clip_loader import NotAClipFile
 
     with pytest.raises(NotAClipFile) as err:
         load_clip_file(path)
@@ -126,7 +126,7 @@ def message_for(path):
 
 
 def test_a_file_that_is_not_clip_gives_one_error_with_its_path_and_what_it_is(tmp_path, tiny_clip_file):
-    from dept.clip_loader import NotAClipFile
+    from dept.core.clip_loader import NotAClipFile
 
     for path, what in not_clip_files(str(tmp_path), tiny_clip_file).items():
         with pytest.raises(NotAClipFile) as err:

@@ -17,7 +17,7 @@ from conftest import REPO, make_dtd
 pytestmark = pytest.mark.dassl
 
 # A user's own Dassl trainer: Dassl's optimizer and Dassl's warm-up scheduler, nothing of dept's
-# unless --patch asks for dept.dassl_compat (or --site-dir adds a site dir holding the .pth).
+# unless --patch asks for dept.util.dassl_compat (or --site-dir adds a site dir holding the .pth).
 USER_TRAINER = '''
 import argparse, json, os, site, sys
 parser = argparse.ArgumentParser()
@@ -28,7 +28,7 @@ args = parser.parse_args()
 if args.site_dir:
     site.addsitedir(args.site_dir)            # as site-packages is read at start-up
 if args.patch:
-    from dept.dassl_compat import patch_dassl_schedulers
+    from dept.util.dassl_compat import patch_dassl_schedulers
     patch_dassl_schedulers()
 
 import torch.nn.functional as F
@@ -167,7 +167,7 @@ def test_hook_imports_nothing_at_startup_and_patches_on_import_only(tmp_path):
         import torch
         assert "dassl.optim.lr_scheduler" not in sys.modules
         from dassl.optim import lr_scheduler               # patched here, one line
-        from dept.dassl_compat import is_patched, patch_dassl_schedulers
+        from dept.util.dassl_compat import is_patched, patch_dassl_schedulers
         assert is_patched() and patch_dassl_schedulers() is False   # already: nothing more, no line
         importlib.reload(lr_scheduler)                     # a fresh module is patched again, one line
         assert is_patched()
@@ -179,7 +179,7 @@ def test_hook_imports_nothing_at_startup_and_patches_on_import_only(tmp_path):
     assert applied.stdout.splitlines()[-1] == "dict"
     # the first line on stderr (nothing configured logging yet); the second through dept's logging
     output = applied.stdout + applied.stderr
-    assert output.count("[dept.dassl_compat] Patched Dassl's warm-up LR schedulers") == 2
+    assert output.count("[dept.util.dassl_compat] Patched Dassl's warm-up LR schedulers") == 2
 
 
 def test_the_hook_module_imports_only_the_standard_library():
@@ -195,10 +195,10 @@ def test_the_hook_module_imports_only_the_standard_library():
 def test_install_status_uninstall_round_trip(tmp_path, caplog):
     import logging
 
-    from dept.dassl_compat import main, pth_line
+    from dept.util.dassl_compat import main, pth_line
 
     site_dir = tmp_path / "site"
-    caplog.set_level(logging.INFO, logger="dept.dassl_compat")
+    caplog.set_level(logging.INFO, logger="dept.util.dassl_compat")
     assert main(["status", "--site-dir", str(site_dir)]) == 1 and "is not installed" in caplog.text
     caplog.clear()
     assert main(["install", "--site-dir", str(site_dir)]) == 0

@@ -55,10 +55,10 @@ def test_dept_lines_reach_console_and_dassl_log_in_a_users_own_script(tmp_path, 
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    for pattern in (r"\[dept\.clip_loader\] No CUDA device: running CLIP in fp32 instead of fp16\.",
-                    r"\[dept\.clip_loader\] Loading CLIP .*from .*tiny_clip\.pt",
-                    r"\[dept\.checkpoint\] Checkpoint saved to .*model\.pth\.tar-1",
-                    r"\[dept\.\w+\] Evaluating \d+ classes with"):
+    for pattern in (r"\[dept\.core\.clip_loader\] No CUDA device: running CLIP in fp32 instead of fp16\.",
+                    r"\[dept\.core\.clip_loader\] Loading CLIP .*from .*tiny_clip\.pt",
+                    r"\[dept\.util\.checkpoint\] Checkpoint saved to .*model\.pth\.tar-1",
+                    r"\[dept\.[\w.]+\] Evaluating \d+ classes with"):
         assert len(re.findall(pattern, proc.stdout)) == 1, (pattern, proc.stdout[-3000:])
         assert len(re.findall(pattern, log)) == 1, (pattern, log[-3000:])
 
@@ -80,7 +80,7 @@ def test_one_line_whether_or_not_logging_is_configured():
     assert [line for line in configured.stdout.splitlines() if "hello" in line] == ["root: hello 2"]
     as_dept_train = python("""
         import logging, dept
-        from dept.logs import setup_logging
+        from dept.util.logs import setup_logging
         setup_logging()
         logging.getLogger("dept.example").info("hello %d", 3)
         logging.getLogger("dept.example").debug("not shown at INFO")
@@ -94,16 +94,16 @@ def test_log_txt_keeps_every_line_logged_before_sigkill(tmp_path):
     out = tmp_path / "run"
     proc = python(f"""
         import logging, os, signal
-        from dept.logs import run_log, setup_logging
+        from dept.util.logs import run_log, setup_logging
         setup_logging()
         with run_log({str(out)!r}):
             for step in range(12):
-                logging.getLogger("dept.train").info("step %d of 12", step)
+                logging.getLogger("dept.run.train").info("step %d of 12", step)
             print("a plain print line")
             os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert proc.returncode == -signal.SIGKILL
     log = (out / "log.txt").read_text()
-    assert [f"[dept.train] step {step} of 12" in log for step in range(12)] == [True] * 12
+    assert [f"[dept.run.train] step {step} of 12" in log for step in range(12)] == [True] * 12
     assert "a plain print line" in log
     assert os.path.getsize(out / "log.txt") == len(log.encode())

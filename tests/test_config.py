@@ -8,13 +8,13 @@ pytestmark = pytest.mark.dassl
 def fresh():
     from dassl.config import get_cfg_default
 
-    from dept.config import add_dept_config
+    from dept.core.config import add_dept_config
 
     return add_dept_config(get_cfg_default())
 
 
 def test_defaults_match_the_official_code():
-    from dept.config import dept_options
+    from dept.core.config import dept_options
 
     cfg = fresh()
     opts = dept_options(cfg)
@@ -32,7 +32,7 @@ def test_defaults_match_the_official_code():
 
 
 def test_official_keys_from_yaml_and_command_line_still_work(tmp_path):
-    from dept.config import dept_options
+    from dept.core.config import dept_options
 
     cfg = fresh()
     yaml = tmp_path / "official.yaml"
@@ -46,7 +46,7 @@ def test_official_keys_from_yaml_and_command_line_still_work(tmp_path):
 
 
 def test_clean_keys_win_when_only_they_are_set():
-    from dept.config import dept_options
+    from dept.core.config import dept_options
 
     cfg = fresh()
     cfg.merge_from_list(["DEPT.WEIGHT", 0.3, "DEPT.FUSION", "probs"])
@@ -55,7 +55,7 @@ def test_clean_keys_win_when_only_they_are_set():
 
 
 def test_conflicting_spellings_are_an_error():
-    from dept.config import dept_options
+    from dept.core.config import dept_options
 
     cfg = fresh()
     cfg.merge_from_list(["DEPT.WEIGHT", 0.3, "TRAINER.LINEAR_PROBE.WEIGHT", 0.5])
@@ -64,7 +64,7 @@ def test_conflicting_spellings_are_an_error():
 
 
 def test_bad_fusion_value_is_an_error():
-    from dept.config import dept_options
+    from dept.core.config import dept_options
 
     cfg = fresh()
     cfg.DEPT.FUSION = "mean"
@@ -76,7 +76,7 @@ def test_a_users_extend_cfg_keeps_its_values():
     """add_dept_config after the official extend_cfg adds what is missing, overrides nothing."""
     from dassl.config import get_cfg_default
 
-    from dept.config import add_dept_config, dept_options
+    from dept.core.config import add_dept_config, dept_options
 
     cfg = get_cfg_default()
     cfg.TRAINER.COOP = CN()
@@ -91,7 +91,7 @@ def test_a_users_extend_cfg_keeps_its_values():
 
 
 def test_yaml_configs_inherit_through_base(tmp_path):
-    from dept.train import build_parser, setup_cfg
+    from dept.run.train import build_parser, setup_cfg
 
     (tmp_path / "base.yaml").write_text("OPTIM:\n  LR: 0.5\n  MAX_EPOCH: 3\nINPUT:\n  SIZE: (32, 32)\n")
     (tmp_path / "sub").mkdir()
@@ -108,7 +108,7 @@ def test_yaml_configs_inherit_through_base(tmp_path):
 
 def test_an_integer_where_the_default_is_a_float_is_accepted(tmp_path):
     """The original PromptSRC yaml writes GPA_MEAN: 15 (an int) where the default is 15.0; yacs alone refuses."""
-    from dept.train import build_parser, setup_cfg
+    from dept.run.train import build_parser, setup_cfg
 
     (tmp_path / "p.yaml").write_text("TRAINER:\n  PROMPTSRC:\n    GPA_MEAN: 6\n    TEXT_LOSS_WEIGHT: 25\n")
     cfg = setup_cfg(build_parser().parse_args(["--config-file", str(tmp_path / "p.yaml"),

@@ -14,7 +14,7 @@ def config(trainer):
 
 
 def run(root, out, trainer, clip_file, *extra, subsample="base", epochs=2):
-    from dept.train import main
+    from dept.run.train import main
 
     argv = ["--root", str(root), "--seed", "1", "--trainer", trainer, "--dataset-config-file", DTD_YAML,
             "--config-file", config("CoOp" if trainer == "CoOp" else "CoOpDePT"),
@@ -193,7 +193,7 @@ def test_imagenet_head_applies_to_a_variant_through_its_rows(tiny_clip_file, tmp
     yaml = os.path.join(REPO, "configs", "datasets", "{}.yaml")
 
     def go(dataset, *extra):
-        from dept.train import main
+        from dept.run.train import main
 
         return main(["--root", root, "--seed", "1", "--trainer", "CoOpDePT", "--dataset-config-file",
                      yaml.format(dataset), "--config-file", config("CoOpDePT"), *extra, "MODEL.BACKBONE.PATH",

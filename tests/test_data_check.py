@@ -226,7 +226,7 @@ def test_a_users_registered_dataset_can_be_checked_by_name(tmp_path, capsys):
     """The image-check error of any CoOpDataset names ``data check --dataset <its name>``."""
     from dassl.data.datasets import DATASET_REGISTRY
 
-    from dept.registry import register
+    from dept.core.registry import register
 
     class MyTextures(DescribableTextures):
         """A user's own dataset on the shared base."""

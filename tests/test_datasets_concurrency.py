@@ -107,7 +107,7 @@ def test_save_tiny_clip_replaces_the_file_instead_of_rewriting_it(tmp_path):
     """A reader that opened the file before a rewrite keeps reading the whole old file."""
     import torch
 
-    from dept.testing import save_tiny_clip, tiny_clip
+    from dept.core.testing import save_tiny_clip, tiny_clip
 
     path = str(tmp_path / "tiny_clip.pt")
     save_tiny_clip(path, seed=0)

@@ -2,9 +2,9 @@
 vision block runs at the class token only. Same features and gradients as the full computation."""
 import torch
 
-from dept.prompts import ContextPrompt, Prompts
-from dept.testing import tiny_clip
-from dept.text_encoder import TextEncoder, encode_prompts, extend_prefix
+from dept.core.prompts import ContextPrompt, Prompts
+from dept.core.testing import tiny_clip
+from dept.core.text_encoder import TextEncoder, encode_prompts, extend_prefix
 
 NAMES = ["dog", "golden retriever", "sea lion", "X-ray machine", "a"]
 TOL = 1e-5
@@ -82,7 +82,7 @@ def test_extended_per_image_prefix_equals_per_image_full_prompts():
 
 def test_prompted_image_encoder_gradients_equal_the_stock_blocks():
     """The last block at the class token only: the feature and the prompts' gradients are unchanged."""
-    from dept.image_encoder import encode_image
+    from dept.core.image_encoder import encode_image
 
     clip_model = tiny_clip(vision_layers=3)
     visual = clip_model.visual

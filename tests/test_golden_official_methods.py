@@ -3,8 +3,8 @@
 
 On the same tiny CLIP, class names, images and initial state, in fp32: the training loss, every
 gradient, one staged-LR SGD step, the base-class prediction (fused for DePT) and the new-class
-logits equal the official ones to 1e-5 (relative to the largest value for logits), on every text
-encoding path. The harness and the recipe-generated weights: golden.py; how the official numbers
+logits equal the official ones up to fp32 rounding (golden.py: Tolerance), on every text encoding
+path. The harness and the recipe-generated weights: golden.py; how the official numbers
 were produced: data/golden_<method>_dept/README.md. (CoOp's: test_golden_official.py.)
 """
 import golden

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dept.head import ChannelTransform, DePTHead, itm_logits
+from dept.core.head import ChannelTransform, DePTHead, itm_logits
 
 
 def make_head(**kw):

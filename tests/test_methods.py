@@ -1,9 +1,9 @@
 """Common checks over every registered trainer of this package, with and without DePT.
 
-The trainers come from the registry (``dept.registry.dept_trainers``), as timm's tests iterate
+The trainers come from the registry (``dept.core.methods.trainers``), as timm's tests iterate
 ``list_models()``: a new method gets these checks by registering, with nothing to edit here. Each
-trainer says what it trains (``trainable``), where it saves (``checkpoint_name``) and its tiny
-config (``demo_config``). The checks: a training step moves exactly the trainable parameters, the
+trainer says what it trains (``trainable``), where it saves (its record's checkpoint folder) and its tiny
+config (its record's ``demo_config``). The checks: a training step moves exactly the trainable parameters, the
 checkpoint holds exactly those and restores the same predictions, and the DePT head is used on the
 classes it was trained on and not on new ones.
 """
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.dassl
 
 def _trainers():
     try:
-        from dept.registry import dept_trainers
+        from dept.core.methods import trainers as dept_trainers
     except ModuleNotFoundError:  # no Dassl: the dassl marker skips these tests
         return ["CoOp"]
     return list(dept_trainers())
@@ -29,34 +29,38 @@ TRAINERS = _trainers()
 
 def _learning(names):
     try:
-        from dept.registry import dept_trainers
+        from dept.core.methods import trainers as dept_trainers
     except ModuleNotFoundError:
         return names
-    return [n for n in names if dept_trainers()[n].trained]
+    return [n for n in names if dept_trainers()[n].method.trained]
 
 
 TRAINED = _learning(TRAINERS)  # zero-shot CLIP learns nothing: only the evaluation checks apply to it
 
 
 def trainer_class(name):
-    from dept.registry import dept_trainers
+    from dept.core.methods import trainers as dept_trainers
 
     return dept_trainers()[name]
 
 
+def checkpoint_folder(cls):
+    return cls.method.checkpoint_folder(cls.with_dept)
+
+
 def demo_config(name):
-    return os.path.join(REPO, "configs", "trainers", name, f"{trainer_class(name).demo_config}.yaml")
+    return os.path.join(REPO, "configs", "trainers", name, f"{trainer_class(name).method.demo_config}.yaml")
 
 
 def is_dept(name):
-    from dept.mixin import DePTMixin
+    from dept.core.mixin import DePTMixin
 
     return issubclass(trainer_class(name), DePTMixin)
 
 
 @pytest.fixture(scope="module")
 def data_and_clip(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     base = tmp_path_factory.mktemp("methods")
     return make_dtd(str(base / "data")), save_tiny_clip(str(base / "clip.pt"))
@@ -66,7 +70,7 @@ def build(trainer, data_and_clip, out, subsample="base", *extra):
     from dassl.engine import build_trainer
     from dassl.utils import set_random_seed
 
-    from dept.train import build_parser, setup_cfg
+    from dept.run.train import build_parser, setup_cfg
 
     root, clip_file = data_and_clip
     args = build_parser().parse_args([
@@ -108,7 +112,8 @@ def test_checkpoint_round_trip_restores_predictions(trainer, data_and_clip, tmp_
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     t.save_model(0, str(tmp_path / "a"))
-    state = torch.load(tmp_path / "a" / trainer_class(trainer).checkpoint_name / "model.pth.tar-1", weights_only=True)
+    folder = checkpoint_folder(trainer_class(trainer))
+    state = torch.load(tmp_path / "a" / folder / "model.pth.tar-1", weights_only=True)
     assert sorted(state["state_dict"]) == sorted(n for n, p in t.model.named_parameters() if p.requires_grad)
     images = torch.randn(2, 3, 32, 32)
     t.before_test()
@@ -136,7 +141,7 @@ def test_base_classes_fuse_and_new_classes_use_itm(trainer, data_and_clip, tmp_p
 
 
 def _train_py(trainer, data_and_clip, out, *extra, subsample="base"):
-    from dept.train import main
+    from dept.run.train import main
 
     root, clip_file = data_and_clip
     return main(["--root", root, "--seed", "1", "--trainer", trainer, "--output-dir", str(out),
@@ -157,7 +162,7 @@ def _accuracy(out):
 def test_train_py_end_to_end_base_then_reload_then_new(trainer, data_and_clip, tmp_path, restore_stdout):
     """train.py on Dassl: train on base, evaluate the reloaded checkpoint on base (the same number) and on new.
     A trainer that learns nothing is evaluated as built, on base and on new."""
-    if not trainer_class(trainer).trained:
+    if not trainer_class(trainer).method.trained:
         base = _train_py(trainer, data_and_clip, tmp_path / "base", "--eval-only")
         new = _train_py(trainer, data_and_clip, tmp_path / "new", "--eval-only", subsample="new")
         assert 0 <= _accuracy(tmp_path / "base") <= 100 and 0 <= _accuracy(tmp_path / "new") <= 100
@@ -197,7 +202,7 @@ def test_a_checkpoint_in_the_official_layout_evaluates_the_same(trainer, data_an
                 continue
             key = key[len(part) + 1:]
         state[key] = value.half() if value.is_floating_point() else value
-    folder = tmp_path / "official" / cls.checkpoint_name
+    folder = tmp_path / "official" / checkpoint_folder(cls)
     folder.mkdir(parents=True)
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), 10)
     torch.save({"state_dict": state, "epoch": 1, "optimizer": None, "val_result": None,

@@ -105,8 +105,8 @@ def _classes():
 def trainers():
     from dassl.engine import TRAINER_REGISTRY
 
-    from dept.mixin import ConventionDePT, DePTMixin
-    from dept.registry import register
+    from dept.core.mixin import ConventionDePT, DePTMixin
+    from dept.core.registry import register
 
     MyCoOp, CustomCLIP = _classes()
 
@@ -122,7 +122,7 @@ def trainers():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     base = tmp_path_factory.mktemp("convention")
     return make_dtd(str(base / "data")), save_tiny_clip(str(base / "clip.pt")), base
@@ -132,7 +132,7 @@ def build(trainer, data, out, subsample="base", epochs=2):
     from dassl.engine import build_trainer
     from dassl.utils import set_random_seed
 
-    from dept.train import build_parser, setup_cfg
+    from dept.run.train import build_parser, setup_cfg
 
     root, clip_file, _ = data
     args = build_parser().parse_args([
@@ -207,7 +207,7 @@ def test_a_checkpoint_without_head_is_not_fused(trainers, data):
 
 
 def test_unusable_definitions_are_refused_when_the_class_is_defined(trainers):
-    from dept.mixin import DePTMixin
+    from dept.core.mixin import DePTMixin
 
     MyCoOp, _ = trainers
     with pytest.raises(TypeError, match="list DePTMixin before MyCoOp"):
@@ -217,7 +217,7 @@ def test_unusable_definitions_are_refused_when_the_class_is_defined(trainers):
 
 
 def test_a_model_outside_the_convention_is_named_at_build(trainers, data, tmp_path):
-    from dept.mixin import DePTMixin
+    from dept.core.mixin import DePTMixin
 
     MyCoOp, _ = trainers
 
@@ -231,7 +231,7 @@ def test_a_model_outside_the_convention_is_named_at_build(trainers, data, tmp_pa
 
     from dassl.engine import TRAINER_REGISTRY
 
-    from dept.registry import register
+    from dept.core.registry import register
 
     TRAINER_REGISTRY._obj_map.pop("OddDePT", None)
     register(TRAINER_REGISTRY, OddDePT)

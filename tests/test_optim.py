@@ -18,8 +18,8 @@ class Toy(nn.Module):
 
 
 def schedule(cfg, model):
-    from dept.config import dept_options
-    from dept.optim import build_lr_scheduler, build_optimizer
+    from dept.core.config import dept_options
+    from dept.core.optim import build_lr_scheduler, build_optimizer
 
     optim = build_optimizer(model, cfg.OPTIM, dept_options(cfg))
     sched = build_lr_scheduler(optim, cfg.OPTIM)
@@ -54,8 +54,8 @@ def test_warmup_then_cosine_as_the_official_runs():
 
 
 def test_scheduler_state_is_plain_and_resumes_to_the_same_lr(tmp_path):
-    from dept.config import dept_options
-    from dept.optim import build_lr_scheduler, build_optimizer
+    from dept.core.config import dept_options
+    from dept.core.optim import build_lr_scheduler, build_optimizer
 
     cfg = official_cfg()
     model = Toy()
@@ -86,8 +86,8 @@ def test_staging_off_puts_everything_at_lr():
 
 
 def test_no_trainable_parameter_is_a_clear_error():
-    from dept.config import dept_options
-    from dept.optim import build_optimizer
+    from dept.core.config import dept_options
+    from dept.core.optim import build_optimizer
 
     cfg = official_cfg()
     with pytest.raises(ValueError, match="NAMES_TO_UPDATE"):

@@ -43,7 +43,7 @@ def vit_b16():
 
 def _trainers():
     try:
-        from dept.registry import dept_trainers
+        from dept.core.methods import trainers as dept_trainers
     except ModuleNotFoundError:
         return ["CoOp"]
     return list(dept_trainers())
@@ -51,16 +51,16 @@ def _trainers():
 
 @pytest.mark.parametrize("trainer", _trainers())  # every registered trainer: a new one needs its official count
 def test_trainable_parameters_are_the_official_count(trainer, vit_b16, tmp_path):
-    from dept.config import dept_options
-    from dept.head import DePTHead
-    from dept.mixin import DePTMixin
-    from dept.registry import dept_trainers
-    from dept.train import build_parser, setup_cfg
+    from dept.core.config import dept_options
+    from dept.core.head import DePTHead
+    from dept.core.methods import trainers as dept_trainers
+    from dept.core.mixin import DePTMixin
+    from dept.run.train import build_parser, setup_cfg
 
     cls = dept_trainers()[trainer]
     cfg = setup_cfg(build_parser().parse_args(
-        ["--config-file", os.path.join(REPO, "configs", "trainers", trainer, f"{cls.default_config}.yaml")]))
-    method_cfg = cfg.TRAINER[cls.method_key]
+        ["--config-file", os.path.join(REPO, "configs", "trainers", trainer, f"{cls.method.config()}.yaml")]))
+    method_cfg = cfg.TRAINER[cls.method.node]
     kwargs = {"template": "a photo of a {}."} if trainer.startswith("KgCoOp") else {}
     if trainer.startswith(("CLIPAdapter", "Zeroshot")):
         kwargs = {"templates": ("a photo of a {}.",)}
@@ -71,5 +71,5 @@ def test_trainable_parameters_are_the_official_count(trainer, vit_b16, tmp_path)
     # and nothing else the model holds is new: every other parameter is one of the frozen CLIP's
     clip_params = {id(p) for p in vit_b16.parameters()}
     assert all(id(p) in clip_params for name, p in model.named_parameters() if not name.startswith(cls.trainable))
-    expected = OFFICIAL[cls.paper_method] + (HEAD if issubclass(cls, DePTMixin) else 0)
+    expected = OFFICIAL[cls.method.paper_name] + (HEAD if issubclass(cls, DePTMixin) else 0)
     assert count == expected

@@ -5,21 +5,21 @@ import torch
 
 @pytest.fixture
 def clip_model():
-    from dept.testing import tiny_clip
+    from dept.core.testing import tiny_clip
 
     return tiny_clip(vision_layers=3, transformer_layers=3)
 
 
 def prompt_learner(clip_model, names=("dog", "golden retriever", "sea lion", "x-ray machine")):
-    from dept.prompts import ContextPrompt
+    from dept.core.prompts import ContextPrompt
 
     torch.manual_seed(0)
     return ContextPrompt(list(names), clip_model, n_ctx=2)
 
 
 def test_deep_text_prompts_give_the_same_features_on_every_path(clip_model):
-    from dept.prompts import Prompts
-    from dept.text_encoder import TextEncoder, encode_prompts
+    from dept.core.prompts import Prompts
+    from dept.core.text_encoder import TextEncoder, encode_prompts
 
     learner = prompt_learner(clip_model)
     encoder = TextEncoder(clip_model)
@@ -40,7 +40,7 @@ def test_deep_text_prompts_give_the_same_features_on_every_path(clip_model):
 
 def test_deep_text_prompts_replace_the_context_positions_at_each_layer(clip_model):
     """Against a direct computation: positions 1..M overwritten at the input of layers 1..J-1."""
-    from dept.text_encoder import TextEncoder
+    from dept.core.text_encoder import TextEncoder
 
     learner = prompt_learner(clip_model)
     encoder = TextEncoder(clip_model)
@@ -58,7 +58,7 @@ def test_deep_text_prompts_replace_the_context_positions_at_each_layer(clip_mode
 
 
 def test_image_encoder_without_prompts_is_clips_and_with_prompts_appends_and_replaces(clip_model):
-    from dept.image_encoder import encode_image
+    from dept.core.image_encoder import encode_image
 
     visual = clip_model.visual
     images = torch.randn(2, 3, 32, 32)

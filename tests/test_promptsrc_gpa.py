@@ -28,7 +28,7 @@ def command(root, out, clip_file):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     base = tmp_path_factory.mktemp("gpa")
     return base, make_dtd(str(base / "data")), save_tiny_clip(str(base / "clip.pt"))
@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
 def test_the_final_prompts_are_the_gaussian_weighted_sum_of_the_epochs(setup, monkeypatch, restore_stdout):
     from dept.trainers.promptsrc import PromptSRC
 
-    from dept.train import main
+    from dept.run.train import main
 
     base, root, clip_file = setup
     per_epoch, original = [], PromptSRC.after_epoch
@@ -70,7 +70,7 @@ def test_a_run_resumed_after_an_epoch_aggregates_the_same_way(setup):
     env = {k: v for k, v in os.environ.items() if k != "DEPT_FAULT"}
 
     def launch(out, fault=None):
-        return subprocess.run([sys.executable, "-m", "dept.train", *command(root, out, clip_file)],
+        return subprocess.run([sys.executable, "-m", "dept.run.train", *command(root, out, clip_file)],
                               env=dict(env, **({"DEPT_FAULT": fault} if fault else {})), capture_output=True,
                               text=True, timeout=600)
 

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from dept.grid_file import read_grids
-from dept.protocols import PROTOCOLS
-from dept.runner import parse_args
+from dept.run.cli import parse_args
+from dept.run.grid_file import read_grids
+from dept.store.protocols import PROTOCOLS
 
 pytestmark = pytest.mark.dassl
 
@@ -135,7 +135,7 @@ def test_two_sources_keep_their_own_evaluations_and_tables(transfer, tmp_path):
 
 
 def test_a_base2new_table_keeps_the_datasets_of_an_earlier_larger_grid(tmp_path):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     run(tmp_path, "data", "prepare-demo", "--root", "data")
     clip = save_tiny_clip(str(tmp_path / "clip.pt"))
@@ -161,7 +161,7 @@ def test_few_shot_writes_one_table_over_the_shots(tmp_path):
         assert f"NUM_SHOTS: {shots}" in rec["config"]
         assert float(next(r for r in rows if r["shots"] == str(shots))["accuracy"]) == \
             pytest.approx(rec["result"]["accuracy"], abs=0.01)
-    assert "### CoOp few-shot" in proc.stdout
+    assert "## CoOp few-shot" in proc.stdout
     # A later invocation with fewer shots rewrites the table with every shots' rows found on disk.
     fewer = run(tmp_path, "few-shot", "--seeds", "1", "--shots", "2", "--trainers", "CoOp", "--output", "out", *FAST)
     assert "(0 ran, 1 skipped, 0 failed)" in fewer.stdout, fewer.stdout[-3000:]
@@ -231,7 +231,8 @@ def test_two_local_cpu_workers_run_a_grid(tmp_path):
 
 
 def test_dry_run_lists_every_chain_of_every_protocol_and_writes_nothing(tmp_path):
-    for protocol, runs in (("base2new", 2), ("cross-dataset", 2), ("dg", 2), ("few-shot", 5)):
+    # the demo runs CoOp and CoOpDePT side by side by default
+    for protocol, runs in (("base2new", 4), ("cross-dataset", 4), ("dg", 4), ("few-shot", 10)):
         proc = run(tmp_path, protocol, "--seeds", "1", "--output", "out", "--dry-run")
         assert proc.stdout.count("would run: ") == runs, (protocol, proc.stdout[-3000:])
     assert os.listdir(tmp_path) == []
@@ -246,7 +247,7 @@ def test_protocol_defaults_are_the_papers():
 
 
 def test_maple_and_promptsrc_use_their_own_transfer_configs():
-    from dept.runner import config_for
+    from dept.run.plan import method_config as config_for
 
     assert config_for("MaPLeDePT", PROTOCOLS["dg"]) == "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"
     assert config_for("PromptSRC", PROTOCOLS["few_shot"]) == "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"
@@ -263,5 +264,6 @@ def test_a_grid_file_names_protocols_and_flags(tmp_path):
     assert fs == "few_shot" and "--dry-run" in argv2 and argv2[argv2.index("--shots"):][:3] == ["--shots", "1", "2"]
     assert opts2 == ["OPTIM.MAX_EPOCH", "5"]
     proc = run(tmp_path, "grid", str(path), "--dry-run")
-    # base2new: 2 trainers x 2 seeds x (train, test); few-shot: CoOpDePT x 2 shots x the default 3 seeds
-    assert proc.stdout.count("== ") == 2 and proc.stdout.count("would run: ") == 2 * 2 * 2 + 2 * 3
+    # base2new: 2 trainers x 2 seeds x (train, test); few-shot: the demo's CoOp and CoOpDePT x 2 shots x the
+    # default 3 seeds
+    assert proc.stdout.count("== ") == 2 and proc.stdout.count("would run: ") == 2 * 2 * 2 + 2 * 2 * 3

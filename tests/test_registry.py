@@ -99,7 +99,7 @@ def test_users_classes_win_in_either_import_order(tmp_path, imports):
     handovers = [line for line in out.splitlines() if "replaces dept's" in line]
     if imports.startswith("import dept"):
         assert len(handovers) == 2, out
-        assert all(line.startswith("INFO dept.registry") for line in handovers)
+        assert all(line.startswith("INFO dept.core.registry") for line in handovers)
         assert any("TRAINER 'CoOp': trainers.coop.CoOp replaces dept's dept.trainers.coop.CoOp" in line
                    for line in handovers), handovers
         assert any("'OxfordPets': datasets.oxford_pets.OxfordPets replaces" in line for line in handovers)

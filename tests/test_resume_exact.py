@@ -1,8 +1,8 @@
 """Fault injection: a run killed anywhere and resumed ends bit-identical to one never killed.
 
-Each run is a real ``python -m dept.train`` subprocess on a tiny DTD with random augmentation
+Each run is a real ``python -m dept.run.train`` subprocess on a tiny DTD with random augmentation
 (random resized crop and flip, so the random streams matter), stopped at a chosen point by
-``DEPT_FAULT`` (dept.faults: SIGKILL or SIGTERM sent to itself), then started again with the same
+``DEPT_FAULT`` (dept.util.faults: SIGKILL or SIGTERM sent to itself), then started again with the same
 command. The final checkpoint's tensors, the optimizer state and the printed accuracy must equal
 those of an uninterrupted run exactly.
 """
@@ -20,7 +20,7 @@ EPOCHS = 3  # 12 base-class images at batch 4: 3 steps an epoch, 9 in all
 
 
 def command(root, out, clip_file, *extra):
-    return [sys.executable, "-m", "dept.train", "--root", root, "--seed", "1", "--trainer", "CoOpDePT",
+    return [sys.executable, "-m", "dept.run.train", "--root", root, "--seed", "1", "--trainer", "CoOpDePT",
             "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "dtd.yaml"),
             "--config-file", os.path.join(REPO, "configs", "trainers", "CoOpDePT", "demo_tiny.yaml"),
             "--output-dir", str(out), "MODEL.BACKBONE.PATH", clip_file, "DATASET.NUM_SHOTS", "4",
@@ -58,7 +58,7 @@ def assert_identical(a, b):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     base = tmp_path_factory.mktemp("resume")
     root = make_dtd(str(base / "data"), per_split=(8, 2, 3))

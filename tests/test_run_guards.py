@@ -22,13 +22,13 @@ def argv(root, out, trainer, clip_file, *extra, subsample="base", epochs=1):
 
 
 def run(*args, **kwargs):
-    from dept.train import main
+    from dept.run.train import main
 
     return main(argv(*args, **kwargs))
 
 
 def cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "dept.train", *argv(*args, **kwargs)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dept.run.train", *argv(*args, **kwargs)], capture_output=True,
                           text=True, timeout=300, env=env)
 
 
@@ -100,6 +100,28 @@ def test_an_official_key_alone_is_used_said_and_recorded(dtd, tiny_clip_file, tm
     assert "DEPT.WEIGHT = 0.5, from the official key TRAINER.LINEAR_PROBE.WEIGHT" in caplog.text
     record = json.loads((tmp_path / "a" / "dept_run.json").read_text())
     assert "WEIGHT: 0.5" in record["config"].split("DEPT:")[1].split("\n\n")[0]
+    # each setting once, under the key that applied: no official spelling beside DEPT.*
+    assert "LINEAR_PROBE" not in record["config"] and "STAGED_LR" not in record["config"].split("OPTIM:")[1]
+    assert "LR_EXP" not in record["config"] and "NAMES_TO_UPDATE: []" in record["config"]
+    assert record["trainable"]["tensors"] == ["dept_head.film_img.bias", "dept_head.film_img.scale",
+                                              "dept_head.film_text.bias", "dept_head.film_text.scale",
+                                              "dept_head.linear_probe.bias", "dept_head.linear_probe.weight",
+                                              "prompt_learner.ctx"]
+
+
+def test_a_run_that_would_train_nothing_is_refused(dtd, tiny_clip_file, tmp_path, restore_stdout):
+    """CoOp with no context vectors has 0 trainable parameters: its number would be the model as
+    built reported as trained. Refused before training, with what to do; nothing is recorded as
+    finished."""
+    with pytest.raises(ValueError, match=r"CoOp has nothing to train: its trainable tensors hold 0 parameters "
+                                         r"\(prompt_learner.ctx \(0, 64\)\).*TRAINER.COOP.*--eval-only --untrained"):
+        run(dtd, tmp_path / "a", "CoOp", tiny_clip_file, "TRAINER.COOP.N_CTX", "0")
+    record = json.loads((tmp_path / "a" / "dept_run.json").read_text())
+    assert record["status"] == "failed" and record["result"] is None
+    # the same model evaluated as built, on purpose, is recorded as untrained
+    trainer = run(dtd, tmp_path / "b", "CoOp", tiny_clip_file, "--eval-only", "--untrained", "TRAINER.COOP.N_CTX", "0")
+    assert trainer.test_result is not None
+    assert "UNTRAINED" in json.loads((tmp_path / "b" / "dept_run.json").read_text())["notes"][0]
 
 
 def test_input_size_must_match_the_clip_in_both_dimensions(dtd, tiny_clip_file, tmp_path, restore_stdout):
@@ -138,8 +160,8 @@ def test_evaluation_loads_the_file_the_pointer_names(dtd, tiny_clip_file, coop_r
 
 
 def test_a_second_process_on_the_same_output_dir_is_refused(dtd, tiny_clip_file, tmp_path):
-    from dept.files import FileLock
-    from dept.run_record import lock_path
+    from dept.store.record import lock_path
+    from dept.util.files import FileLock
 
     out = tmp_path / "busy"
     out.mkdir()

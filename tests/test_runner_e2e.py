@@ -30,7 +30,7 @@ def runner(env=None, cwd=REPO, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     base = tmp_path_factory.mktemp("b2n")
     make_dtd(str(base / "data"))
@@ -93,7 +93,8 @@ def ok(proc):
 
 def test_base2new_on_dtd_through_the_script_with_relative_paths(trained):
     ok(trained.proc)
-    assert "DEMO" not in trained.proc.stdout
+    assert "DEMO: no dataset root" not in trained.proc.stdout  # real data: no demo banner ...
+    assert "**DEMO: these runs used a random tiny CLIP**" in trained.proc.stdout  # ... but the CLIP is random
     assert trained.output.startswith(str(trained.base)) and os.path.isdir(trained.output)
     dtd = table(trained.output)["dtd"]
     assert (dtd["seeds"], dtd["seed_ids"]) == ("2", "1 2")
@@ -153,7 +154,7 @@ def test_other_options_train_into_their_own_variant_folder(trained, tmp_path):
 def test_a_clip_from_the_environment_is_part_of_the_settings(trained, tmp_path):
     """$DEPT_CLIP_PATH is recorded as MODEL.BACKBONE.PATH: the same file reuses the runs, another
     file is refused with advice that works (that key names no folder: another --output)."""
-    from dept.testing import save_tiny_clip
+    from dept.core.testing import save_tiny_clip
 
     out = copy_of(trained, tmp_path)
     no_path = command(trained, out, seeds=("1",))
@@ -192,13 +193,15 @@ def test_an_edited_yaml_fails_the_run_naming_the_key_and_reuses_nothing(trained,
     assert "run: " not in proc.stdout and "skip (finished)" not in proc.stdout
     assert open(log).read() == before and not glob.glob(os.path.join(run_path(out, "train_base", 1), "log-*"))
     dtd = table(out)["dtd"]
-    assert dtd["seeds"] == "0" and dtd["base"] == "" and "other settings (OPTIM.LR)" in dtd["note"]
+    assert dtd["seeds"] == "0" and dtd["base"] == ""
+    assert "its record has other settings than its folder stands for: OPTIM.LR: 0.01 in its record, 0.02 for its " \
+           "folder" in dtd["note"]
 
 
 def test_what_cannot_be_verified_is_run_again_and_the_table_is_complete(trained, tmp_path):
     """Seed 1: its final checkpoint truncated, its test_new record garbled. Seed 2: a log without a
     record (an older version's run)."""
-    from dept.checkpoint import checkpoint_problem
+    from dept.util.checkpoint import checkpoint_problem
 
     out = copy_of(trained, tmp_path)
     train1, train2 = run_path(out, "train_base", 1), run_path(out, "train_base", 2)
@@ -254,7 +257,8 @@ def test_two_runners_with_the_same_seed_train_it_once_and_both_report_it(trained
     assert count_in_logs(run_path(out, "train_base", 1), "Finish training") == 1
     assert count_in_logs(run_path(out, "test_new", 1), "=> result") == 1
     for proc in (a, b):  # each runner's own table has the run, whoever trained it
-        assert next(line for line in proc.stdout.splitlines() if line.startswith("| dtd |")).startswith("| dtd | 1 |")
+        row = next(line for line in proc.stdout.splitlines() if line.startswith("| dtd |"))
+        assert row.startswith(f"| dtd | CoOp | yes | {VARIANT} | 2 | 1 |"), row
     assert table(out)["dtd"]["seeds"] == "1"
 
 
@@ -333,7 +337,11 @@ def test_demo_runs_end_to_end_and_writes_the_results_table(tmp_path):
     assert list(rows) == ["digits"]
     digits = rows["digits"]
     assert digits["seeds"] == "1" and 0 <= float(digits["base"]) <= 100 and 0 <= float(digits["new"]) <= 100
-    assert digits["paper_base"] == "" and "the paper has no digits row" in digits["note"]
+    assert digits["paper_base"] == "" and "the paper has no CoOp + DePT digits row" in digits["note"]
+    # the demo runs CoOp beside CoOpDePT, and their side-by-side table has DePT's gain
+    summary = {row["trainer"]: row for row in csv.DictReader((results.parent / "summary_shots16.csv").open())
+               if row["dataset"] == "digits"}
+    assert set(summary) == {"CoOp", "CoOpDePT"} and summary["CoOpDePT"]["gain_over"] == "1"
     for stage in ("train_base", "test_new"):
         run = tmp_path / "out" / "base2new" / stage / "digits" / "shots_16" / "CoOpDePT" / "demo_tiny" / "seed1"
         assert "* accuracy:" in (run / "log.txt").read_text()
@@ -358,7 +366,10 @@ def test_the_new_methods_run_through_the_runner_with_no_other_change(trained, tm
             made = json.load(f)
         assert made["trainer"] == trainer and made["mode"] == ("eval" if trainer == "ZeroshotCLIP" else "train")
     summary = list(csv.DictReader((results / "summary+OPTIM.MAX_EPOCH=1_shots2.csv").open()))
-    assert [(r["dataset"], r["method"]) for r in summary] == [("dtd", "ZeroshotCLIP"), ("dtd", "KgCoOp")]
-    kg = summary[1]
+    assert [(r["dataset"], r["trainer"]) for r in summary] == [("dtd", "ZeroshotCLIP"), ("dtd", "KgCoOp"),
+                                                               ("dtd", "KgCoOpDePT")]
+    plain, dept = summary[1], summary[2]
     kgcoop = {row["dataset"]: row for row in csv.DictReader((results / f"KgCoOpDePT_{VARIANT}_shots2.csv").open())}
-    assert kg["dept_hm"] == kgcoop["dtd"]["hm"] and kg["hm"] != "" and kg["paper_hm"] == ""
+    assert dept["hm"] == kgcoop["dtd"]["hm"] and plain["hm"] != "" and dept["paper_hm"] == ""
+    assert float(dept["dept_gain_hm"]) == pytest.approx(float(dept["hm"]) - float(plain["hm"]), abs=0.011)
+    assert dept["gain_over"] == "1" and plain["dept_gain_hm"] == ""

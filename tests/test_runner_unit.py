@@ -9,7 +9,10 @@ import time
 import pytest
 from conftest import REPO
 
-from dept.runner import Runner, base2new, parse_args, variant_name
+from dept.run.cli import parse_args, run_protocol
+from dept.run.plan import Planner
+from dept.store.layout import variant_name
+from dept.store.protocols import PROTOCOLS
 
 pytestmark = pytest.mark.dassl
 
@@ -17,7 +20,7 @@ pytestmark = pytest.mark.dassl
 def grid_for(tmp_path, *opts, trainer="CoOpDePT", config="demo_tiny"):
     args = parse_args(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--trainers", trainer,
                        "--config", config, "--output", str(tmp_path / "out"), "--", *opts])
-    return Runner(args, demo=False).make_grid(trainer)
+    return Planner(args, PROTOCOLS["base2new"]).cell(trainer, 16)
 
 
 def test_variant_names_are_sorted_filesystem_safe_and_hashed_when_long():
@@ -48,8 +51,8 @@ def test_only_options_that_change_the_resolved_config_name_a_variant(tmp_path):
     (["OPTIM.NO_SUCH_KEY", "1"], "the options after -- do not make a valid config"),
 ])
 def test_options_the_runner_owns_or_that_do_not_exist_stop_before_anything_runs(tmp_path, capsys, opts, says):
-    code = base2new(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--config", "demo_tiny",
-                     "--output", str(tmp_path / "out"), "--", *opts])
+    code = run_protocol("base2new", ["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--config",
+                                     "demo_tiny", "--output", str(tmp_path / "out"), "--", *opts])
     assert code == 2 and says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -61,12 +64,12 @@ def test_dry_run_writes_nothing_not_even_the_demo_data(tmp_path):
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert os.listdir(tmp_path) == []
-    assert proc.stdout.count("would run: ") == 2
+    assert proc.stdout.count("would run: ") == 4  # the demo: CoOp and CoOpDePT side by side
     assert str(tmp_path / "out" / "base2new" / "train_base" / "digits") in proc.stdout  # relative to the cwd
 
 
 def test_two_runners_prepare_the_demo_at_once_on_a_fresh_root(tmp_path):
-    code = "import sys; from dept.runner import prepare_demo; print(prepare_demo(sys.argv[1]))"
+    code = "import sys; from dept.run.demo import prepare_demo; print(prepare_demo(sys.argv[1]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -80,7 +83,7 @@ def test_two_runners_prepare_the_demo_at_once_on_a_fresh_root(tmp_path):
 
 PARENT = textwrap.dedent("""
     import os, subprocess, sys, time
-    from dept.runner import child_setup
+    from dept.run.execute import child_setup
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     child = subprocess.Popen(sleeper, preexec_fn=child_setup(os.getpid()))
     print(child.pid, flush=True)

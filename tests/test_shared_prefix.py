@@ -8,9 +8,9 @@ one training step of CoOp + DePT.
 import pytest
 import torch
 
-from dept.prompts import ContextPrompt
-from dept.testing import tiny_clip
-from dept.text_encoder import TextEncoder
+from dept.core.prompts import ContextPrompt
+from dept.core.testing import tiny_clip
+from dept.core.text_encoder import TextEncoder
 
 TOL = 1e-5
 VARIED = ["a", "X-ray machine", "Herbaceous Vegetation Land", "dog", "golden retriever"]
@@ -107,7 +107,7 @@ def test_deep_prompt_hook_equals_replacing_the_context_in_every_layer():
     grads_shared = torch.autograd.grad((shared * weights).sum(), [prompt.ctx, *deep])
 
     # Reference: the stock blocks over all 77 positions, replacing the context as MaPLe's encoder does.
-    from dept.text_encoder import causal_mask, run_block
+    from dept.core.text_encoder import causal_mask, run_block
 
     x = (prompt() + clip_model.positional_embedding).permute(1, 0, 2)
     mask = causal_mask(77, x.dtype, x.device)
@@ -129,7 +129,7 @@ def test_fallback_where_the_prefix_is_not_shared(csc, position):
     """Class-specific context or the name before/inside the context: no shared prefix, truncated path."""
     from types import SimpleNamespace
 
-    from dept.model import PromptCLIP
+    from dept.core.model import PromptCLIP
 
     clip_model = tiny_clip()
     cfg = SimpleNamespace(N_CTX=4, CTX_INIT="", CSC=csc, CLASS_TOKEN_POSITION=position)
@@ -149,7 +149,7 @@ def test_fallback_where_the_prefix_is_not_shared(csc, position):
 def test_encode_text_takes_the_shared_path_by_default_and_rejects_unknown_modes():
     from types import SimpleNamespace
 
-    from dept.model import PromptCLIP
+    from dept.core.model import PromptCLIP
 
     clip_model = tiny_clip()
     cfg = SimpleNamespace(N_CTX=4, CTX_INIT="", CSC=False, CLASS_TOKEN_POSITION="end")
@@ -229,10 +229,10 @@ def test_one_training_step_is_identical_across_paths():
     """CoOp + DePT, staged-LR SGD: the loss and every parameter's update agree (relative to 1e-5)."""
     from conftest import coop_cfg
 
-    from dept.config import dept_options
-    from dept.head import DePTHead
-    from dept.model import PromptCLIP
-    from dept.optim import build_optimizer
+    from dept.core.config import dept_options
+    from dept.core.head import DePTHead
+    from dept.core.model import PromptCLIP
+    from dept.core.optim import build_optimizer
 
     cfg = coop_cfg(**{"TRAINER.COOP.N_CTX": 16})
     opts = dept_options(cfg)

@@ -134,15 +134,20 @@ def fake_slurm(folder):
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_submitit_accepts_the_parameters(tmp_path, monkeypatch, gpus):
     pytest.importorskip("submitit")
-    from dept.backends import Slurm
-    from dept.runner import Runner, parse_args
+    from dept.run.backends import Callbacks
+    from dept.run.backends.slurm import Slurm
+    from dept.run.cli import ChainTask, parse_args
+    from dept.run.execute import Executor
 
     monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
     args = parse_args(["--backend", "slurm", "--gpus-per-job", str(gpus), "--cpus-per-job", "6", "--mem-gb", "1.5",
                        "--time-min", "30", "--max-requeue", "5", "--slurm-partition", "gpu", "--slurm-account", "lab",
                        "--slurm-qos", "short", "--slurm-setup", "source /opt/venv/bin/activate",
                        "--slurm-python", "/opt/venv/bin/python3", "--output", str(tmp_path / "out")])
-    executor = Slurm(Runner(args, args.demo)).executor()  # submitit refuses any parameter it does not know
+    def slurm(args):
+        return Slurm(args, Callbacks.of(Executor(None), ChainTask(args, [])))
+
+    executor = slurm(args).executor()  # submitit refuses any parameter it does not know
     assert executor._executor.max_num_timeout == 5
     text = executor._executor._make_submission_file_text("python -m task", "uid")
     for line in ("#SBATCH --cpus-per-task=6", "#SBATCH --mem=1536MB", "#SBATCH --time=30", "#SBATCH --partition=gpu",
@@ -155,13 +160,13 @@ def test_submitit_accepts_the_parameters(tmp_path, monkeypatch, gpus):
     # what the task starts: --slurm-python, else the runner's own Python
     assert executor._executor._submitit_command_str.startswith("/opt/venv/bin/python3 -u -m submitit")
     args = parse_args(["--backend", "slurm", "--output", str(tmp_path / "out")])
-    default = Slurm(Runner(args, args.demo)).executor()._executor._submitit_command_str
+    default = slurm(args).executor()._executor._submitit_command_str
     assert default.startswith(f"{shlex.quote(sys.executable)} -u -m submitit"), default
 
 
 def test_runs_of_a_task_ignore_the_time_limit_warning():
     """SLURM signals every process of a job: the run must not die of USR2; its task stops it."""
-    from dept.runner import child_setup
+    from dept.run.execute import child_setup
 
     probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN)"]
 

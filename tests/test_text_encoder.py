@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from dept.prompts import ContextPrompt
-from dept.text_encoder import TextEncoder
+from dept.core.prompts import ContextPrompt
+from dept.core.text_encoder import TextEncoder
 
 
 def assert_close_relative(actual, expected, tol=1e-5):

@@ -1,17 +1,8 @@
-"""Dassl trainers of this package; importing registers them in Dassl's TRAINER_REGISTRY.
+"""Dassl trainers of this package: one module per method, each with its DePT variant and its
+record (``register_method``). Importing this package imports every module beside this file, which
+registers them: a new method is a new file here (and its configs), nothing else."""
+import importlib
+import pkgutil
 
-One file per method, each with its DePT variant (one line: ``class XDePT(DePTMixin, X)``).
-"""
-from .clip_adapter import CLIPAdapter, CLIPAdapterDePT
-from .cocoop import CoCoOp, CoCoOpDePT
-from .coop import CoOp, CoOpDePT
-from .ivlp import IVLP, IVLPDePT
-from .kgcoop import KgCoOp, KgCoOpDePT
-from .maple import MaPLe, MaPLeDePT
-from .promptsrc import PromptSRC, PromptSRCDePT
-from .vpt import VPT, VPTDePT
-from .zsclip import ZeroshotCLIP, ZeroshotCLIP2
-
-__all__ = ["CoOp", "CoOpDePT", "CoCoOp", "CoCoOpDePT", "KgCoOp", "KgCoOpDePT", "MaPLe", "MaPLeDePT",
-           "ZeroshotCLIP", "ZeroshotCLIP2", "IVLP", "IVLPDePT", "VPT", "VPTDePT", "CLIPAdapter", "CLIPAdapterDePT",
-           "PromptSRC", "PromptSRCDePT"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -6,13 +6,13 @@ hand-crafted template, encoded once (the original re-encodes it at every forward
 the backbone's embedding (the original hard-codes 1024, RN50's; ViT-B/16 has 512). With DePT the
 ITM and CAT heads both read the adapted image features (no official code: our choice).
 """
-from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import FixedTextPrompt
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import FixedTextPrompt
+from dept.core.trainer import PromptTrainer
 
 
 class Adapter(nn.Module):
@@ -44,26 +44,8 @@ class CLIPAdapter(PromptTrainer):
     """CLIP-Adapter: a residual adapter on the image features."""
 
     model_cls = AdapterCLIP
-    method_key = "CLIP_ADAPTER"
     trainable = ("adapter.",)
-    paper_method = "CLIP-Adapter"
-    checkpoint_name = dept_checkpoint_name = "clip_adapter"  # the original's
-    official_checkpoint_names = ("clip_adapter",)
-    default_config = "vit_b16_ep10_bs4_lr35"
-
     official_checkpoint_part = "adapter"  # the original saves the adapter alone (fc.0.weight, ...)
-
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-
-        from dept.config import add_missing
-
-        add_missing(cfg.TRAINER, {"CLIP_ADAPTER": CN({
-            "RATIO": 0.2,  # α: f' = α·A(f) + (1-α)·f
-            "REDUCTION": 4,  # the bottleneck is c / REDUCTION wide
-            "PREC": "fp32",  # the original runs CLIP in fp32
-        })})
 
     def build_custom_model(self, clip_model, classnames):
         return self.model_cls(clip_model, classnames, self.method_cfg, templates=(self.class_template(),))
@@ -73,5 +55,19 @@ class CLIPAdapterDePT(DePTMixin, CLIPAdapter):
     """CLIP-Adapter + DePT (no official code; see the module docstring)."""
 
 
-register(TRAINER_REGISTRY, CLIPAdapter, aliases=("CLIP_Adapter",))
-register(TRAINER_REGISTRY, CLIPAdapterDePT)
+def clip_adapter_keys(cfg):
+    from yacs.config import CfgNode as CN
+
+    from dept.core.config import add_missing
+
+    add_missing(cfg.TRAINER, {"CLIP_ADAPTER": CN({
+        "RATIO": 0.2,  # α: f' = α·A(f) + (1-α)·f
+        "REDUCTION": 4,  # the bottleneck is c / REDUCTION wide
+        "PREC": "fp32",  # the original runs CLIP in fp32
+    })})
+
+
+register_method(Method("CLIPAdapter", configs={"base2new": "vit_b16_ep10_bs4_lr35"}, node="CLIP_ADAPTER",
+                       keys=clip_adapter_keys, paper_name="CLIP-Adapter", aliases=("CLIP_Adapter",),
+                       checkpoint="clip_adapter", dept_checkpoint="clip_adapter",  # the original's
+                       official_checkpoints=("clip_adapter",)), CLIPAdapter, CLIPAdapterDePT)

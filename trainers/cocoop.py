@@ -3,18 +3,18 @@
 Conditional context: a meta-net maps each image's (normalised) feature to a bias added to every
 context vector, so each image has its own prompts and its own text features (B×C×D). The context
 is still shared by the classes of an image, so the text encoder runs that image's prefix once and
-each class only its name positions (``dept.text_encoder``, one prefix per image). With DePT, the
+each class only its name positions (``dept.core.text_encoder``, one prefix per image). With DePT, the
 CAT head's text rows are each image's own text features of its label.
 """
 from collections import OrderedDict
 
-from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import ContextPrompt, Prompts
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import ContextPrompt, Prompts
+from dept.core.trainer import PromptTrainer
 
 
 class ConditionalPrompt(ContextPrompt):
@@ -48,26 +48,24 @@ class CoCoOp(PromptTrainer):
     """Conditional Context Optimization: the context conditioned on each image by a meta-net."""
 
     model_cls = CoCoOpCLIP
-    method_key = "COCOOP"
-    paper_method = "CoCoOp"
-    default_config = "vit_b16_c4_ep10_batch1_ctxv1"
-
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-
-        from dept.config import add_missing
-
-        add_missing(cfg.TRAINER, {"COCOOP": CN({
-            "N_CTX": 4,  # number of context vectors M
-            "CTX_INIT": "a photo of a",  # words that initialise the context ("" = random N(0, 0.02²))
-            "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
-        })})
 
 
 class CoCoOpDePT(DePTMixin, CoCoOp):
     """CoCoOp + DePT (Zhang et al., CVPR 2024, https://arxiv.org/abs/2309.07439)."""
 
 
-register(TRAINER_REGISTRY, CoCoOp)
-register(TRAINER_REGISTRY, CoCoOpDePT, aliases=("ExtrasLinearProbeCoCoOp",))
+def cocoop_keys(cfg):
+    from yacs.config import CfgNode as CN
+
+    from dept.core.config import add_missing
+
+    add_missing(cfg.TRAINER, {"COCOOP": CN({
+        "N_CTX": 4,  # number of context vectors M
+        "CTX_INIT": "a photo of a",  # words that initialise the context ("" = random N(0, 0.02²))
+        "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
+    })})
+
+
+register_method(Method("CoCoOp", configs={"base2new": "vit_b16_c4_ep10_batch1_ctxv1"}, node="COCOOP",
+                       keys=cocoop_keys, paper_name="CoCoOp", dept_aliases=("ExtrasLinearProbeCoCoOp",)),
+                CoCoOp, CoCoOpDePT)

@@ -11,13 +11,13 @@ here the prompt learner holds them, and official checkpoints are mapped (``offic
 import re
 
 import torch
-from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import ContextPrompt, Prompts
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import ContextPrompt, Prompts
+from dept.core.trainer import PromptTrainer
 
 
 def _normal(*shape):
@@ -89,24 +89,20 @@ class IVLP(PromptTrainer):
     """Independent vision-language prompting (deep, both encoders, uncoupled)."""
 
     model_cls = IVLPCLIP
-    method_key = "IVLP"
-    paper_method = "IVLP"
-    checkpoint_name = dept_checkpoint_name = "VLPromptLearner"  # the official name
-    official_checkpoint_names = ("VLPromptLearner",)
-    default_config = "vit_b16_c2_ep5_batch4_2+2ctx"
     official_checkpoint_part = ""  # the whole model
     official_names = staticmethod(official_prompt_names)
-
-    @classmethod
-    def add_config(cls, cfg):
-        from dept.config import add_missing
-
-        add_missing(cfg.TRAINER, {"IVLP": ivlp_node()})
 
 
 class IVLPDePT(DePTMixin, IVLP):
     """IVLP + DePT (no official code: the DePT head on IVLP's features, as on every method)."""
 
 
-register(TRAINER_REGISTRY, IVLP)
-register(TRAINER_REGISTRY, IVLPDePT)
+def ivlp_keys(cfg):
+    from dept.core.config import add_missing
+
+    add_missing(cfg.TRAINER, {"IVLP": ivlp_node()})
+
+
+register_method(Method("IVLP", configs={"base2new": "vit_b16_c2_ep5_batch4_2+2ctx"}, node="IVLP", keys=ivlp_keys,
+                       paper_name="IVLP", checkpoint="VLPromptLearner", dept_checkpoint="VLPromptLearner",
+                       official_checkpoints=("VLPromptLearner",)), IVLP, IVLPDePT)

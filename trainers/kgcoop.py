@@ -8,12 +8,12 @@ With DePT the knowledge term keeps its weight W: L = (1-λ)·CE + λ·L_CAT + W�
 """
 import torch
 import torch.nn.functional as F
-from dassl.engine import TRAINER_REGISTRY
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import tokenize
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import tokenize
+from dept.core.trainer import PromptTrainer
 
 
 class KgCoOpCLIP(PromptCLIP):
@@ -38,17 +38,6 @@ class KgCoOp(PromptTrainer):
     """Knowledge-guided Context Optimization."""
 
     model_cls = KgCoOpCLIP
-    paper_method = "KgCoOp"
-    default_config = "vit_b16_ep10_ctxv1_bs4_lr35"
-
-    @classmethod
-    def add_config(cls, cfg):
-        from dept.config import add_missing, coop_node
-
-        node = coop_node()  # KgCoOp reads the CoOp node, as officially, with its two keys added
-        node.W = 2.0  # W: weight of the knowledge-guidance loss (the DePT repo's value; KgCoOp's paper: 8.0)
-        node.ALPHA = 1.0  # unused by KgCoOp's loss; kept so official yaml files merge
-        add_missing(cfg.TRAINER, {"COOP": node})
 
     def build_custom_model(self, clip_model, classnames):
         return self.model_cls(clip_model, classnames, self.method_cfg, template=self.class_template())
@@ -58,5 +47,14 @@ class KgCoOpDePT(DePTMixin, KgCoOp):
     """KgCoOp + DePT (Zhang et al., CVPR 2024, https://arxiv.org/abs/2309.07439)."""
 
 
-register(TRAINER_REGISTRY, KgCoOp)
-register(TRAINER_REGISTRY, KgCoOpDePT, aliases=("ExtrasLinearProbeKgCoOp",))
+def kgcoop_keys(cfg):
+    from dept.core.config import add_missing, coop_node
+
+    node = coop_node()  # KgCoOp reads the CoOp node, as officially, with its two keys added
+    node.W = 2.0  # W: weight of the knowledge-guidance loss (the DePT repo's value; KgCoOp's paper: 8.0)
+    node.ALPHA = 1.0  # unused by KgCoOp's loss; kept so official yaml files merge
+    add_missing(cfg.TRAINER, {"COOP": node})
+
+
+register_method(Method("KgCoOp", configs={"base2new": "vit_b16_ep10_ctxv1_bs4_lr35"}, keys=kgcoop_keys,
+                       paper_name="KgCoOp", dept_aliases=("ExtrasLinearProbeKgCoOp",)), KgCoOp, KgCoOpDePT)

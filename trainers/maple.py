@@ -11,13 +11,13 @@ official code hard-codes 512 and 768 and ``.half()``), so MaPLe runs in fp32 on 
 import copy
 
 import torch
-from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import ContextPrompt, Prompts
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import ContextPrompt, Prompts
+from dept.core.trainer import PromptTrainer
 
 
 class MultiModalPrompt(ContextPrompt):
@@ -65,31 +65,29 @@ class MaPLe(PromptTrainer):
     """Multi-modal Prompt Learning: coupled deep prompts on both encoders."""
 
     model_cls = MaPLeCLIP
-    method_key = "MAPLE"
-    paper_method = "MaPLe"
-    checkpoint_name = dept_checkpoint_name = "MultiModalPromptLearner"  # the official name, both
-    official_checkpoint_names = ("MultiModalPromptLearner",)
     official_checkpoint_part = ""  # the whole model
-    default_config = "vit_b16_c2_ep10_batch4_2ctx"
-    protocol_configs = {"cross_dataset": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"}  # also DG (MaPLe's xd_*.sh)
-
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-
-        from dept.config import add_missing
-
-        add_missing(cfg.TRAINER, {"MAPLE": CN({
-            "N_CTX": 2,  # number of context vectors M (text), and of visual prompt tokens
-            "CTX_INIT": "a photo of a",  # its first N_CTX words initialise the context
-            "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
-            "PROMPT_DEPTH": 9,  # J: layers 0..J-1 carry prompts (1 = first layer only)
-        })})
 
 
 class MaPLeDePT(DePTMixin, MaPLe):
     """MaPLe + DePT (Zhang et al., CVPR 2024, https://arxiv.org/abs/2309.07439)."""
 
 
-register(TRAINER_REGISTRY, MaPLe)
-register(TRAINER_REGISTRY, MaPLeDePT, aliases=("ExtrasLinearProbeMaPLe",))
+def maple_keys(cfg):
+    from yacs.config import CfgNode as CN
+
+    from dept.core.config import add_missing
+
+    add_missing(cfg.TRAINER, {"MAPLE": CN({
+        "N_CTX": 2,  # number of context vectors M (text), and of visual prompt tokens
+        "CTX_INIT": "a photo of a",  # its first N_CTX words initialise the context
+        "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
+        "PROMPT_DEPTH": 9,  # J: layers 0..J-1 carry prompts (1 = first layer only)
+    })})
+
+
+register_method(Method("MaPLe", node="MAPLE", keys=maple_keys, paper_name="MaPLe",
+                       configs={"base2new": "vit_b16_c2_ep10_batch4_2ctx",
+                                "cross_dataset": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"},  # also DG (its xd_*.sh)
+                       checkpoint="MultiModalPromptLearner", dept_checkpoint="MultiModalPromptLearner",  # the official
+                       official_checkpoints=("MultiModalPromptLearner",), dept_aliases=("ExtrasLinearProbeMaPLe",)),
+                MaPLe, MaPLeDePT)

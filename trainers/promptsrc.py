@@ -18,12 +18,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from dassl.engine import TRAINER_REGISTRY
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.prompts import tokenize
-from dept.registry import register
-from dept.templates import PROMPTSRC_TEMPLATES
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.prompts import tokenize
+from dept.core.templates import PROMPTSRC_TEMPLATES
+from dept.core.trainer import PromptTrainer
 
 from .ivlp import IVLPCLIP, ivlp_node, official_prompt_names
 
@@ -74,28 +74,10 @@ class PromptSRC(PromptTrainer):
     """Self-regulating prompts: IVLP prompts, three losses towards frozen CLIP, and GPA."""
 
     model_cls = PromptSRCCLIP
-    method_key = "PROMPTSRC"
-    paper_method = "PromptSRC"
-    checkpoint_name = dept_checkpoint_name = "VLPromptLearner"  # the original's
-    official_checkpoint_names = ("VLPromptLearner",)
-    default_config = "vit_b16_c2_ep20_batch4_4+4ctx"
-    protocol_configs = {"cross_dataset": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",  # also DG
-                        "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
     official_checkpoint_part = ""  # the whole model
     official_names = staticmethod(official_prompt_names)
 
-    @classmethod
-    def add_config(cls, cfg):
-        from dept.config import add_missing
-
-        node = ivlp_node(n_ctx=4, depth=9)
-        node.TEXT_LOSS_WEIGHT = 25.0  # weight of L_SCL-text (L1 to the frozen template features)
-        node.IMAGE_LOSS_WEIGHT = 10.0  # weight of L_SCL-image (L1 to the frozen image features)
-        node.GPA_MEAN = 15.0  # GPA: the Gaussian's mean, in epochs (1-based)
-        node.GPA_STD = 1.0  # GPA: its standard deviation, in epochs
-        add_missing(cfg.TRAINER, {"PROMPTSRC": node})
-
-    # -- Gaussian-weighted prompt aggregation (cross-epoch state: dept.engine hooks) --------------
+    # -- Gaussian-weighted prompt aggregation (cross-epoch state: dept.core.trainer hooks) --------------
     def _gpa(self):
         if getattr(self, "_aggregate", None) is None:
             self._aggregate = {}
@@ -129,5 +111,20 @@ class PromptSRCDePT(DePTMixin, PromptSRC):
     """PromptSRC + DePT (no official code; see the module docstring)."""
 
 
-register(TRAINER_REGISTRY, PromptSRC)
-register(TRAINER_REGISTRY, PromptSRCDePT)
+def promptsrc_keys(cfg):
+    from dept.core.config import add_missing
+
+    node = ivlp_node(n_ctx=4, depth=9)
+    node.TEXT_LOSS_WEIGHT = 25.0  # weight of L_SCL-text (L1 to the frozen template features)
+    node.IMAGE_LOSS_WEIGHT = 10.0  # weight of L_SCL-image (L1 to the frozen image features)
+    node.GPA_MEAN = 15.0  # GPA: the Gaussian's mean, in epochs (1-based)
+    node.GPA_STD = 1.0  # GPA: its standard deviation, in epochs
+    add_missing(cfg.TRAINER, {"PROMPTSRC": node})
+
+
+register_method(Method("PromptSRC", node="PROMPTSRC", keys=promptsrc_keys, paper_name="PromptSRC",
+                       configs={"base2new": "vit_b16_c2_ep20_batch4_4+4ctx",
+                                "cross_dataset": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",  # also DG
+                                "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"},
+                       checkpoint="VLPromptLearner", dept_checkpoint="VLPromptLearner",  # the original's
+                       official_checkpoints=("VLPromptLearner",)), PromptSRC, PromptSRCDePT)

@@ -6,13 +6,13 @@ layers 1..J-1; the text is fixed, "a photo of a {}." encoded once by the frozen 
 repository's VPT). With DePT, the CAT head reads the prompted image features and the fixed text
 features (no official code: our choice, the same head as for every method).
 """
-from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from dept.engine import DePTMixin, PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import FixedTextPrompt, Prompts
-from dept.registry import register
+from dept.core.methods import Method, register_method
+from dept.core.mixin import DePTMixin
+from dept.core.model import PromptCLIP
+from dept.core.prompts import FixedTextPrompt, Prompts
+from dept.core.trainer import PromptTrainer
 
 from .ivlp import _normal, official_prompt_names
 
@@ -44,30 +44,26 @@ class VPT(PromptTrainer):
     """Deep visual prompting on CLIP, hand-crafted text."""
 
     model_cls = VPTCLIP
-    method_key = "VPT"
-    paper_method = "VPT"
-    official_checkpoint_names = ("prompt_learner",)
-    default_config = "vit_b16_c2_ep5_batch4_4"
     official_checkpoint_part = ""  # the whole model
     official_names = staticmethod(official_prompt_names)
-
-    @classmethod
-    def add_config(cls, cfg):
-        from yacs.config import CfgNode as CN
-
-        from dept.config import add_missing
-
-        add_missing(cfg.TRAINER, {"VPT": CN({
-            "N_CTX_VISION": 8,  # visual prompt tokens per layer
-            "CTX_INIT": "a photo of a",  # the fixed text's words (kept for official yaml files)
-            "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
-            "PROMPT_DEPTH_VISION": 12,  # J: vision layers 0..J-1 carry prompts
-        })})
 
 
 class VPTDePT(DePTMixin, VPT):
     """VPT + DePT (no official code; see the module docstring)."""
 
 
-register(TRAINER_REGISTRY, VPT)
-register(TRAINER_REGISTRY, VPTDePT)
+def vpt_keys(cfg):
+    from yacs.config import CfgNode as CN
+
+    from dept.core.config import add_missing
+
+    add_missing(cfg.TRAINER, {"VPT": CN({
+        "N_CTX_VISION": 8,  # visual prompt tokens per layer
+        "CTX_INIT": "a photo of a",  # the fixed text's words (kept for official yaml files)
+        "PREC": "fp16",  # CLIP precision: fp16 | fp32 | amp (fp16 falls back to fp32 without CUDA)
+        "PROMPT_DEPTH_VISION": 12,  # J: vision layers 0..J-1 carry prompts
+    })})
+
+
+register_method(Method("VPT", configs={"base2new": "vit_b16_c2_ep5_batch4_4"}, node="VPT", keys=vpt_keys,
+                       paper_name="VPT", official_checkpoints=("prompt_learner",)), VPT, VPTDePT)

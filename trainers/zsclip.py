@@ -5,13 +5,11 @@ family's table, on each dataset class) encoded once, or (``ZeroshotCLIP2``) the 
 selected ImageNet templates plus the dataset's own, features averaged after normalising.
 Evaluate with ``--eval-only`` and no ``--model-dir``; the runner does so for both base and new.
 """
-from dassl.engine import TRAINER_REGISTRY
-
-from dept.engine import PromptTrainer
-from dept.model import PromptCLIP
-from dept.prompts import FixedTextPrompt
-from dept.registry import register
-from dept.templates import SELECT
+from dept.core.methods import Method, register_method
+from dept.core.model import PromptCLIP
+from dept.core.prompts import FixedTextPrompt
+from dept.core.templates import SELECT
+from dept.core.trainer import PromptTrainer
 
 
 class ZeroshotModel(PromptCLIP):
@@ -23,11 +21,7 @@ class ZeroshotCLIP(PromptTrainer):
     """CLIP with the dataset's hand-crafted prompt."""
 
     model_cls = ZeroshotModel
-    trained = False
     trainable = ()
-    checkpoint_name = "zeroshot_clip"  # nothing is ever saved
-    default_config = "vit_b16"
-    paper_method = "ZeroshotCLIP"
 
     def templates(self):
         return (self.class_template(),)
@@ -40,12 +34,16 @@ class ZeroshotCLIP2(ZeroshotCLIP):
     """CLIP with a prompt ensemble: CLIP's 7 selected templates and the dataset's own (not for
     ImageNet, whose own template the ensemble replaces; ``template_in_ensemble`` on the dataset)."""
 
-    paper_method = "ZeroshotCLIP2"
-
     def templates(self):
         own = (self.class_template(),) if getattr(self.dm.dataset, "template_in_ensemble", True) else ()
         return (*SELECT, *own)
 
 
-register(TRAINER_REGISTRY, ZeroshotCLIP)
-register(TRAINER_REGISTRY, ZeroshotCLIP2)
+def zero_shot(name):
+    """Zero-shot CLIP's record: it learns nothing (evaluated as built), it reads TRAINER.COOP.PREC."""
+    return Method(name, configs={"base2new": "vit_b16"}, paper_name=name, trained=False,
+                  checkpoint="zeroshot_clip", dept_checkpoint="zeroshot_clip")  # nothing is ever saved
+
+
+register_method(zero_shot("ZeroshotCLIP"), ZeroshotCLIP)
+register_method(zero_shot("ZeroshotCLIP2"), ZeroshotCLIP2)

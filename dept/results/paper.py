@@ -1,0 +1,163 @@
+"""The DePT paper's figures, and whether a table's cell may stand beside them.
+
+The figures are the package's copies of the paper's tables (``dept/reference/*.csv``: base-to-new,
+cross-dataset, domain generalisation; the paper has no few-shot table). A cell is compared with
+the paper only in the paper's setting: 16 shots, the method's own config for the protocol with no
+options, a CLIP recorded as ViT-B/16 with its shape, trained on ImageNet (transfer), a method and
+dataset the paper has, and for an average every dataset the paper averages. Everywhere else the
+paper's figure is left out and the note says why (``reasons``).
+"""
+import csv
+import functools
+import statistics
+from importlib import resources
+
+from dept.core.methods import method_of
+
+PAPER_SHOTS = 16
+PAPER_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+PAPER_SOURCE = "imagenet"
+PAPER_CLIP = "ViT-B/16"
+# The recorded architecture of the released ViT-B/16 CLIP (dept.core.clip_loader.clip_summary).
+VIT_B16_ARCH = {"embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vision_patch_size": 16,
+                "image_resolution": 224, "transformer_width": 512, "transformer_layers": 12}
+# The name a CLIP built by dept.core.testing records: the demo's and the tests' random tiny CLIP.
+TINY_CLIP = "tiny-random"
+FILES = {"base2new": "dept_paper_base2new.csv", "cross_dataset": "dept_paper_cross_dataset.csv",
+         "dg": "dept_paper_domain_generalization.csv"}
+
+
+def _rows(protocol):
+    text = resources.files("dept").joinpath(f"reference/{FILES[protocol]}").read_text()
+    return list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+
+
+@functools.lru_cache(maxsize=None)
+def base2new():
+    """{(method, dept, dataset): (base, new, hm)} of the paper's base-to-new table."""
+    return {(r["method"], int(r["dept"]), r["dataset"]): (float(r["base"]), float(r["new"]), float(r["hm"]))
+            for r in _rows("base2new")}
+
+
+@functools.lru_cache(maxsize=None)
+def transfer(protocol):
+    """{(method, dept): {dataset: accuracy}} of the paper's cross-dataset or DG table."""
+    return {(r["method"], int(r["dept"])): {k: float(v) for k, v in r.items() if k not in ("method", "dept") and v}
+            for r in _rows(protocol)}
+
+
+@functools.lru_cache(maxsize=None)
+def method_order():
+    """The paper's methods in the order of its tables."""
+    return list(dict.fromkeys(m for m, _, _ in base2new()))
+
+
+def paper_config(trainer, protocol):
+    """The config the paper's figures for ``trainer`` were computed with (its method's config for
+    the protocol), or None for a trainer without a method record."""
+    method, _ = method_of(trainer)
+    if method is None:
+        return None
+    from dept.store.protocols import PROTOCOLS
+
+    return method.config(PROTOCOLS[protocol].config_key)
+
+
+def clip_problem(clips):
+    """Why the CLIPs behind a cell are not the paper's ViT-B/16, or None."""
+    if not clips:
+        return "no finished run to say which CLIP was used"
+    for clip in clips:
+        if not isinstance(clip, dict):
+            return "the CLIP used was not recorded"
+        name, arch = clip.get("name"), clip.get("arch") or {}
+        if name != PAPER_CLIP:
+            return f"CLIP is not {PAPER_CLIP} ({name})"
+        wrong = [f"{k} {arch.get(k)}" for k, v in VIT_B16_ARCH.items() if arch.get(k) != v]
+        if wrong:
+            return f"CLIP named {PAPER_CLIP} does not have its shape ({', '.join(wrong)})"
+    return None
+
+
+def is_demo(clips):
+    """Whether any CLIP behind a cell is the random tiny one of the demo and the tests."""
+    return any(isinstance(c, dict) and c.get("name") == TINY_CLIP for c in clips)
+
+
+def reasons(row, protocol):
+    """Why a cell is not in the paper's setting (its trainer's config, shots, options, CLIP, source)."""
+    out = []
+    if row["shots"] != PAPER_SHOTS:
+        out.append(f"{row['shots']} shots (paper: {PAPER_SHOTS})")
+    wanted = paper_config(row["trainer"], protocol)
+    from dept.store.layout import split_variant
+
+    cfg, options = split_variant(row["config"])
+    if wanted is None:
+        out.append(f"{row['trainer']} has no method record to say the paper's config")
+    elif cfg != wanted:
+        out.append(f"config {cfg} (paper: {wanted})")
+    if options:
+        out.append(f"options {options[1:]} (paper: none)")
+    if row.get("source") and row["source"] != PAPER_SOURCE:
+        out.append(f"trained on {row['source']} (paper: {PAPER_SOURCE})")
+    clip = clip_problem(row["clips"])
+    if clip:
+        out.append(clip)
+    return out
+
+
+def add_base2new(row):
+    """The paper's base, new and H beside a row in the paper's setting; else the note says why not."""
+    row.update(paper_base=None, paper_new=None, paper_hm=None, base_vs_paper=None, new_vs_paper=None,
+               hm_vs_paper=None)
+    if not row["seeds"]:
+        return
+    why = reasons(row, "base2new")
+    ref = base2new().get((row["method"], row["dept"], row["dataset"]))
+    if ref is None:
+        why.append(f"the paper has no {label(row)} {row['dataset']} row")
+    if row["dataset"] == "average":
+        if set(row["covers"]) != set(PAPER_DATASETS):
+            why.append(f"averages {len(row['covers'])} datasets, not the paper's {len(PAPER_DATASETS)}")
+    if why:
+        row["notes"].append("paper figures omitted: " + "; ".join(why))
+        return
+    row["paper_base"], row["paper_new"], row["paper_hm"] = ref
+    for key in ("base", "new", "hm"):
+        row[f"{key}_vs_paper"] = row[key] - row[f"paper_{key}"]
+
+
+def add_transfer(row, protocol):
+    """The paper's cross-dataset or DG figure beside a row in its setting. The paper's DG table
+    prints no average: ours is compared with the mean of its four targets, and the note says so."""
+    row["paper"] = row["vs_paper"] = None
+    if not row["seeds"]:
+        return
+    paper = transfer(protocol).get((row["method"], row["dept"]))
+    why = reasons(row, protocol)
+    value = None
+    if paper is None:
+        why.append(f"the paper has no {label(row)} row")
+    elif row["dataset"] == "average":
+        wanted = set(paper) - {PAPER_SOURCE, "average"}
+        if set(row["covers"]) != wanted:
+            why.append(f"averages {len(row['covers'])} targets, not the paper's {len(wanted)}")
+        elif "average" in paper:
+            value = paper["average"]
+        else:
+            value = statistics.fmean(paper[d] for d in sorted(wanted))
+            row["notes"].append(f"paper average: the mean of its {len(wanted)} targets (it prints none)")
+    else:
+        value = paper.get(row["dataset"])
+        if value is None:
+            why.append(f"the paper has no {row['dataset']} column")
+    if why:
+        row["notes"].append("paper figure omitted: " + "; ".join(why))
+    else:
+        row["paper"], row["vs_paper"] = value, row["accuracy"] - value
+
+
+def label(row):
+    return row["method"] + (" + DePT" if row["dept"] else "")
