@@ -201,7 +201,7 @@ def test_an_edited_yaml_fails_the_run_naming_the_key_and_reuses_nothing(trained,
 def test_what_cannot_be_verified_is_run_again_and_the_table_is_complete(trained, tmp_path):
     """Seed 1: its final checkpoint truncated, its test_new record garbled. Seed 2: a log without a
     record (an older version's run)."""
-    from dept.util.checkpoint import checkpoint_problem
+    from dept.util.checkpoint import FORMAT, read_checkpoint
 
     out = copy_of(trained, tmp_path)
     train1, train2 = run_path(out, "train_base", 1), run_path(out, "train_base", 2)
@@ -219,7 +219,7 @@ def test_what_cannot_be_verified_is_run_again_and_the_table_is_complete(trained,
     assert "has a log but no run record" in proc.stdout and "cannot be verified" in proc.stdout
     for train in (train1, train2):
         new = json.load(open(os.path.join(train, "dept_run.json")))
-        assert new["status"] == "finished" and checkpoint_problem(new["checkpoint"]["path"]) is None
+        assert new["status"] == "finished" and read_checkpoint(new["checkpoint"]["path"])["format"] == FORMAT
         assert os.path.isfile(os.path.join(train, "log-unfinished-1.txt"))
         assert "Finish training" in open(os.path.join(train, "log.txt")).read()
     assert glob.glob(os.path.join(train2, "unverified-1", "*", "model.pth.tar-1"))  # set aside, not resumed

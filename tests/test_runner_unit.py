@@ -1,5 +1,6 @@
 """The runner without training: variant folders, option checks, dry runs, demo preparation, child processes."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,8 @@ def test_only_options_that_change_the_resolved_config_name_a_variant(tmp_path):
 @pytest.mark.parametrize("opts, says", [
     (["SEED", "5"], "SEED is set by the runner (--seeds)"),
     (["DATASET.NUM_SHOTS", "4"], "DATASET.NUM_SHOTS is set by the runner (--shots)"),
+    (["DATASET.NAME", "Caltech101"], "DATASET.NAME is set by the runner (--datasets)"),
+    (["TRAINER.NAME", "CoOp"], "TRAINER.NAME is set by the runner (--trainers)"),
     (["OPTIM.NO_SUCH_KEY", "1"], "the options after -- do not make a valid config"),
 ])
 def test_options_the_runner_owns_or_that_do_not_exist_stop_before_anything_runs(tmp_path, capsys, opts, says):
@@ -110,3 +113,45 @@ def test_a_run_dies_with_its_runner():
     while _alive(child) and time.time() < deadline:
         time.sleep(0.1)
     assert not _alive(child), "the child outlived its runner"
+
+
+def test_options_that_change_two_datasets_differently_are_refused(tmp_path, capsys):
+    """A folder's name says what its runs' settings are: an option that one dataset's yaml already sets
+    would name a variant that is not the other dataset's."""
+    configs = tmp_path / "configs"
+    shutil.copytree(os.path.join(REPO, "configs"), configs)
+    with open(configs / "datasets" / "eurosat.yaml", "a") as f:
+        f.write("OPTIM:\n  WEIGHT_DECAY: 0.001\n")  # a key demo_tiny.yaml, merged after it, does not set
+    code = run_protocol("base2new", ["--root", str(tmp_path), "--datasets", "dtd", "eurosat", "--seeds", "1",
+                                     "--config", "demo_tiny", "--configs-dir", str(configs), "--output",
+                                     str(tmp_path / "out"), "--", "OPTIM.WEIGHT_DECAY", "0.001"])
+    err = capsys.readouterr().err
+    assert code == 2 and "change dtd's config by [('OPTIM.WEIGHT_DECAY', 0.001)] but eurosat's by nothing" in err, err
+
+
+def test_a_transfer_target_of_the_other_protocol_is_refused(tmp_path, capsys):
+    code = run_protocol("dg", ["--root", str(tmp_path), "--datasets", "imagenetv2", "caltech101", "--seeds", "1",
+                               "--output", str(tmp_path / "out")])
+    assert code == 2 and "caltech101: a target of cross-dataset, not of dg" in capsys.readouterr().err
+
+
+def test_a_corrupt_record_beside_checkpoints_sets_them_aside(tmp_path):
+    """Its checkpoints cannot be tied to any settings: they are set aside, as an older version's are,
+    and the run is run again (dept.run.train then replaces the record)."""
+    from dept.run.execute import Executor
+    from dept.store.record import write_record
+
+    args = parse_args(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--trainers", "CoOp",
+                       "--config", "demo_tiny", "--output", str(tmp_path / "out")])
+    planner = Planner(args, PROTOCOLS["base2new"])
+    (chain,) = planner.chains([planner.cell("CoOp", 16)])
+    run = chain.runs[0]
+    write_record(run.directory, {"status": "finished", "config": "{{ not yaml"})
+    os.makedirs(os.path.join(run.directory, "prompt_learner"))
+    open(os.path.join(run.directory, "prompt_learner", "model.pth.tar-3"), "wb").close()
+    decision = Executor(planner).assess(run)
+    assert (decision.action, decision.unverified) == ("run", True)
+    assert "its checkpoints are set aside" in decision.notes[0]
+    from dept.run.train import _check_previous
+
+    _check_previous(planner.expected(run.argv), "train")  # dept.run.train replaces such a record, no crash

@@ -122,3 +122,20 @@ def test_a_record_holds_each_setting_once_under_the_key_that_applied():
     cfg.TRAINER.NAME = "SomeonesTrainer"
     kept = settings(recorded_config(cfg))
     assert kept["OPTIM.STAGED_LR"] is False and "TRAINER.LINEAR_PROBE.WEIGHT" not in kept
+
+
+def test_a_key_missing_on_either_side_counts_as_its_default_both_ways():
+    """Two records, one written before a key existed: they agree whichever is compared with which."""
+    new = config_of(key("train_base", "dtd"), "/out")
+    old = new.replace("  TEXT_ENCODING: auto\n", "")
+    assert differences(old, new, "CoOp") == differences(new, old, "CoOp") == []
+
+
+def test_the_node_of_a_method_that_is_not_loaded_is_no_setting_of_ours():
+    """Runs recorded while a plugin method was loaded hold its node; without it they still verify."""
+    record = config_of(key("train_base", "dtd"), "/out").replace(
+        "TRAINER:\n", "TRAINER:\n  TWOCTX:\n    N_CTX: 2\n    PREC: fp16\n")
+    assert "TWOCTX" in record
+    expect = FolderExpectation(CONFIGS_DIR)(key("train_base", "dtd"), None)
+    assert expect.differences(record) == []
+    assert differences(record, config_of(key("train_base", "dtd"), "/out"), "CoOp") == []

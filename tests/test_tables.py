@@ -193,3 +193,68 @@ def test_the_runners_tables_show_what_it_asked_for_that_is_missing(tmp_path):
         ("dtd", "1", "2"), ("eurosat", "0", "1 2"), ("average", "1", "")]
     tables, absent = build_tables(collect(str(tmp_path))[0], str(tmp_path))
     assert [r["dataset"] for r in tables["base2new"]] == ["dtd"] and not absent  # the report asks for nothing
+
+
+# Found by review: what else could give a wrong-looking number without a word ---------------------------
+
+def test_a_config_edited_under_its_own_name_gets_no_paper_figures(tmp_path):
+    """A --configs-dir copy of the paper's config with other settings: its runs verify against it,
+    but they are not the paper's setting, whatever the config's name."""
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS_DIR, configs)
+    path = configs / "trainers" / "CoOp" / f"{CFG}.yaml"
+    path.write_text(path.read_text().replace("MAX_EPOCH: 10", "MAX_EPOCH: 1"))
+    out = tmp_path / "out"
+    put_base2new(str(out), "dtd", 1, 96.0, 70.0, options=("OPTIM.MAX_EPOCH", "1"))
+    runs, _ = collect(str(out), str(configs))
+    assert all(r.counted for r in runs)
+    row = build_tables(runs, str(out))[0]["base2new"][0]
+    assert row["paper_base"] is None
+    assert "settings not the package's vit_b16_ep10_bs4_lr35.yaml (OPTIM.MAX_EPOCH: 1 here, 10 there)" in row["note"]
+
+
+def test_no_dept_gain_between_runs_on_other_clip_files(tmp_path):
+    from records import VIT_B16
+
+    root = str(tmp_path)
+    for trainer, path in (("CoOp", "/weights/openai.pt"), ("CoOpDePT", "/weights/finetuned.pt")):
+        put_base2new(root, "dtd", 1, 80.0, 60.0, trainer=trainer, clip=dict(VIT_B16, path=path),
+                     options=("MODEL.BACKBONE.PATH", path))
+    dept = one(report_tables(tmp_path)[0]["base2new"], dataset="dtd", trainer="CoOpDePT")
+    assert dept["dept_gain_hm"] is None
+    assert "DePT gain not computed: CoOp and CoOpDePT ran on other CLIPs (ViT-B/16 /weights/openai.pt / " \
+           "ViT-B/16 /weights/finetuned.pt)" in dept["note"]
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("status", ["finished"], "status is a list"),
+    ("checkpoint", "model.pth.tar-10", "checkpoint is a str"),
+    ("notes", "UNTRAINED", "notes is a str"),
+    ("config", {"SEED": 1}, "config is a dict"),
+])
+def test_a_record_of_odd_shape_is_one_run_not_counted(tmp_path, field, value, says):
+    import json
+
+    put_base2new(str(tmp_path), "dtd", 1, 80.0, 60.0)
+    put_base2new(str(tmp_path), "dtd", 2, 82.0, 62.0)
+    path = os.path.join(str(tmp_path), "base2new", "test_new", "dtd", "shots_16", "CoOp", CFG, "seed2", "dept_run.json")
+    record = json.load(open(path))
+    record[field] = value
+    json.dump(record, open(path, "w"))
+    tables, runs, *_ = report_tables(tmp_path)
+    dtd = one(tables["base2new"], dataset="dtd")
+    assert dtd["seeds"] == 1 and says in dtd["note"]
+    assert "| unreadable record |" in open(tmp_path / "report" / "missing.md").read()
+
+
+def test_a_config_folder_with_a_broken_yaml_leaves_its_runs_unverified_not_the_report_dead(tmp_path):
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS_DIR, configs)
+    (configs / "trainers" / "CoOp" / f"{CFG}.yaml").write_text("OPTIM: [unclosed\n")
+    put_base2new(str(tmp_path / "out"), "dtd", 1, 80.0, 60.0)
+    runs, _ = collect(str(tmp_path / "out"), str(configs))
+    assert runs and all("its settings cannot be checked" in r.problem for r in runs)

@@ -7,6 +7,7 @@ folders, whether it trains), ``add_dept_config`` (its keys), the run settings (w
 its own: ``dept.core.settings``), the runner (its config for each protocol), the report (its name
 in the paper), the tests and the benchmark (its configs). Registration puts both trainers in
 Dassl's ``TRAINER_REGISTRY`` under their names and the official ones (``dept.core.registry``).
+``learns`` and ``config_for`` answer for any trainer name, with or without a record.
 
 A trainer registered some other way (a user's own) has no record: ``method_of`` then reads what
 its name says (``<Method>DePT`` or ``ExtrasLinearProbe<Method>`` is that method with DePT).
@@ -62,9 +63,6 @@ class Method:
     def config(self, key="base2new"):
         """Its config name for a protocol's config key (``Protocol.config_key``)."""
         return self.configs.get(key) or self.configs["base2new"]
-
-    def trainer_name(self, with_dept):
-        return (self.dept_trainer if with_dept else self.trainer).__name__
 
     def checkpoint_folder(self, with_dept):
         return self.dept_checkpoint if with_dept else self.checkpoint
@@ -141,9 +139,13 @@ def method_name(trainer):
     return trainer, 0
 
 
-def own_nodes():
-    """{node: [methods]} of every registered method's TRAINER.<node>."""
-    out = {}
-    for method in _METHODS.values():
-        out.setdefault(method.node, []).append(method.name)
-    return out
+def learns(trainer):
+    """False for a trainer whose method is evaluated as built (zero-shot CLIP); True for any other."""
+    method, _ = method_of(trainer)
+    return method is None or method.trained
+
+
+def config_for(trainer, config_key, default=None):
+    """The trainer's config name for a protocol's config key (``Method.config``), else ``default``."""
+    method, _ = method_of(trainer)
+    return method.config(config_key) if method is not None else default

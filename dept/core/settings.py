@@ -3,10 +3,11 @@
 A run's settings are the keys of its resolved config that can change its numbers: every key but
 the neutral ones (where files are, how often it prints or saves), the official DePT spellings
 (``dept.core.config.ALIASES``: their value is in ``DEPT.*`` once resolved, so a setting counts
-once, under the key that applied), and the config nodes of *other* methods (``TRAINER.MAPLE`` is
-not a setting of a CoOp run). So adding a method, which adds its node to every config, changes no
-earlier run's settings; a key added since a run was recorded counts, in that record, as its
-default (the behaviour the key was added with).
+once, under the key that applied), and, for one of our methods, every ``TRAINER.<node>`` but its
+own (``TRAINER.MAPLE`` is no setting of a CoOp run, nor is a node whose method is not loaded). So
+adding or removing a method, which adds its node to every config, changes no earlier run's
+settings; a key added since a run was recorded counts, in that record, as its default (the
+behaviour the key was added with).
 
 One comparison serves every place that decides whether a run is the one asked for: the runner
 before reusing a finished run, the report before counting it, ``dept.run.train`` and the trainer
@@ -74,45 +75,42 @@ def _alias_keys(trainer):
     return keys
 
 
-def _other_nodes(trainer):
-    """TRAINER.<node>. prefixes of the methods other than ``trainer``'s (none for a trainer with no record)."""
-    from dept.core.methods import method_of, own_nodes
+def _own_node(trainer):
+    """``trainer``'s method node, "TRAINER.<node>." (None for a trainer with no record: every node counts)."""
+    from dept.core.methods import method_of
 
     method, _ = method_of(trainer or "")
-    if method is None:
-        return ()
-    return tuple(f"TRAINER.{node}." for node in own_nodes() if node != method.node)
+    return None if method is None else f"TRAINER.{method.node}."
 
 
 def of_another_method(key, trainer):
-    """Whether ``key`` is in the config node of a method other than ``trainer``'s (no setting of its runs)."""
-    return key.startswith(_other_nodes(trainer))
-
-
-def is_setting(key, trainer=None, neutral=NEUTRAL_KEYS):
-    return key not in neutral and key not in _alias_keys(trainer) and not key.startswith(_other_nodes(trainer))
+    """Whether ``key`` is in a config node other than ``trainer``'s method's (no setting of its runs)."""
+    own = _own_node(trainer)
+    return own is not None and key.startswith("TRAINER.") and key.count(".") > 1 and not key.startswith(own)
 
 
 def settings(config, trainer=None, neutral=NEUTRAL_KEYS):
     """The settings of a run of ``trainer`` (default: the config's TRAINER.NAME) as a flat dict."""
     values = flat(config)
     trainer = trainer or values.get("TRAINER.NAME")
-    aliases, others = _alias_keys(trainer), _other_nodes(trainer)
-    return {k: v for k, v in values.items() if k not in neutral and k not in aliases and not k.startswith(others)}
+    aliases = _alias_keys(trainer)
+    return {k: v for k, v in values.items()
+            if k not in neutral and k not in aliases and not of_another_method(k, trainer)}
 
 
 def differences(recorded, expected, trainer=None, neutral=NEUTRAL_KEYS):
     """``[(key, recorded value, expected value)]`` for every setting that differs (see the module doc).
 
-    A key the recorded config lacks counts as its default; one the expected config lacks is absent.
+    A key one side lacks counts there as its default (a key added since that side was recorded);
+    one with no default either is absent.
     """
     expected = flat(expected)
     trainer = trainer or expected.get("TRAINER.NAME")
     a, b = settings(recorded, trainer, neutral), settings(expected, trainer, neutral)
-    base = _defaults() if set(b) - set(a) else {}
+    base = _defaults() if set(a) ^ set(b) else {}
     out = []
     for key in sorted(set(a) | set(b)):
-        mine, theirs = a.get(key, base.get(key, _ABSENT)), b.get(key, _ABSENT)
+        mine, theirs = a.get(key, base.get(key, _ABSENT)), b.get(key, base.get(key, _ABSENT))
         if mine != theirs:
             out.append((key, mine, theirs))
     return out

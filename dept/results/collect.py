@@ -14,6 +14,9 @@ which knows every setting it runs with.
 import os
 from dataclasses import dataclass, replace
 
+import yaml
+
+from dept.core.methods import learns
 from dept.store.layout import Layout
 from dept.store.verify import Expected, Verdict, seeds_disagree, verify
 
@@ -44,7 +47,7 @@ class Found:
     @property
     def status(self):
         if self.record is None:
-            return "no record"
+            return {"corrupt": "unreadable record", "absent": "no record"}.get(self.verdict.state, "no record")
         return str(self.record.get("status") or "no status")
 
     @property
@@ -102,24 +105,17 @@ class FolderExpectation:
         return Expected.from_folder(key, plain)
 
 
-def _trained(trainer):
-    from dept.core.methods import method_of
-
-    method, _ = method_of(trainer)
-    return method.trained if method is not None else True
-
-
 def _check(layout, key, path, expect, train_record=None):
     record = _peek(path)
     try:
         expected = expect(key, record)
-    except (OSError, ValueError, KeyError, AssertionError) as err:  # no config file, a yaml that does not merge
+    except (OSError, ValueError, KeyError, AssertionError, yaml.YAMLError) as err:  # no config file, a bad yaml
         verdict = Verdict("unverifiable", record, problem=f"its settings cannot be checked ({err})")
         return Found(key, os.path.relpath(path, layout.root), verdict, verdict.problem)
     if expected is None:
         verdict = Verdict("unverifiable", record, problem="not a run of this grid")
         return Found(key, os.path.relpath(path, layout.root), verdict, verdict.problem)
-    verdict = verify(path, expected, train_record, trained=_trained(key.trainer))
+    verdict = verify(path, expected, train_record, trained=learns(key.trainer))
     return Found(key, os.path.relpath(path, layout.root), verdict, "" if verdict.counted else verdict.problem)
 
 

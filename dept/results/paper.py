@@ -12,12 +12,13 @@ import functools
 import statistics
 from importlib import resources
 
-from dept.core.methods import method_of
+from dept.core.methods import config_for
+from dept.store.layout import OFFICIAL_SOURCE, split_variant
+from dept.store.protocols import BENCHMARK_11, PROTOCOLS
 
 PAPER_SHOTS = 16
-PAPER_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-PAPER_SOURCE = "imagenet"
+PAPER_DATASETS = BENCHMARK_11  # the datasets of the paper's base-to-new average
+PAPER_SOURCE = OFFICIAL_SOURCE
 PAPER_CLIP = "ViT-B/16"
 # The recorded architecture of the released ViT-B/16 CLIP (dept.core.clip_loader.clip_summary).
 VIT_B16_ARCH = {"embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vision_patch_size": 16,
@@ -56,12 +57,7 @@ def method_order():
 def paper_config(trainer, protocol):
     """The config the paper's figures for ``trainer`` were computed with (its method's config for
     the protocol), or None for a trainer without a method record."""
-    method, _ = method_of(trainer)
-    if method is None:
-        return None
-    from dept.store.protocols import PROTOCOLS
-
-    return method.config(PROTOCOLS[protocol].config_key)
+    return config_for(trainer, PROTOCOLS[protocol].config_key)
 
 
 def clip_problem(clips):
@@ -91,8 +87,6 @@ def reasons(row, protocol):
     if row["shots"] != PAPER_SHOTS:
         out.append(f"{row['shots']} shots (paper: {PAPER_SHOTS})")
     wanted = paper_config(row["trainer"], protocol)
-    from dept.store.layout import split_variant
-
     cfg, options = split_variant(row["config"])
     if wanted is None:
         out.append(f"{row['trainer']} has no method record to say the paper's config")
@@ -105,7 +99,35 @@ def reasons(row, protocol):
     clip = clip_problem(row["clips"])
     if clip:
         out.append(clip)
+    if not out:  # the name is the paper's config's: is the content too (a config folder edited)?
+        problem = config_problem(row)
+        if problem:
+            out.append(problem)
     return out
+
+
+_PACKAGE = {}
+
+
+def config_problem(row):
+    """Why the cell's runs do not have the settings of the package's own config of their name (an
+    edited copy under another --configs-dir, say), or None."""
+    from dept.core.build_config import CONFIGS_DIR
+    from dept.core.settings import NEUTRAL_KEYS, differences, format_differences
+    from dept.results.collect import FolderExpectation
+    from dept.store.verify import UNNAMED
+
+    package = _PACKAGE.setdefault("expect", FolderExpectation(CONFIGS_DIR))
+    for key, config in row.get("configs", ()):
+        try:
+            plain = package(key, None).plain
+            found = differences(config, plain, key.trainer, neutral=NEUTRAL_KEYS | UNNAMED)
+        except Exception as err:  # noqa: BLE001  (no such config in the package, a yaml that does not merge)
+            return f"the package has no config {key.cfg_name} of {key.trainer} to compare with ({type(err).__name__})"
+        if found:
+            return (f"settings not the package's {key.cfg_name}.yaml ("
+                    + format_differences(found, limit=3, sides=("here", "there")) + ")")
+    return None
 
 
 def add_base2new(row):

@@ -26,6 +26,7 @@ from dept.results.figures import NAMES as FIGURE_NAMES
 from dept.results.figures import draw_figures
 from dept.results.render import TITLES, render_csv, render_markdown, render_missing
 from dept.results.tables import PROTOCOL_ORDER, build_tables
+from dept.store.layout import REPORT_DIR, Layout
 from dept.util.files import write_text
 
 
@@ -94,7 +95,7 @@ def main(argv=None):
     """``python -m dept report ROOT [--out DIR] [--no-figures]``: exit 0, or 1 when no run is counted."""
     args = build_parser().parse_args(argv)
     root = os.path.abspath(os.path.expanduser(args.root))
-    out = os.path.abspath(os.path.expanduser(args.out)) if args.out else os.path.join(root, "report")
+    out = os.path.abspath(os.path.expanduser(args.out)) if args.out else Layout(root).folder(REPORT_DIR)
     if not os.path.isdir(root):
         print(f"error: {root} is not a folder", file=sys.stderr)
         return 1
@@ -107,9 +108,8 @@ def main(argv=None):
             return 1
     found = collect(root, os.path.abspath(os.path.expanduser(args.configs_dir)), skip=[out])
     if not found[0]:
-        print(f"error: no run found under {root} (run folders are base2new/train_base/<dataset>/shots_<K>/<trainer>/"
-              "<cfg>/seed<S>, <dataset>/<trainer>/<cfg>_<K>shots/seed<S> and evaluation/<trainer>/<cfg>_<K>shots/"
-              "<target>/seed<S>, each with a dept_run.json)", file=sys.stderr)
+        print(f"error: no run found under {root} (run folders are {Layout.describe()}, each with a dept_run.json)",
+              file=sys.stderr)
         return 1
     tables, runs, absent, text = write_report(root, out, figures=not args.no_figures, found=found)
     print(text)

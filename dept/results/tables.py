@@ -97,7 +97,7 @@ def new_row(protocol, dataset, trainer, variant, shots, expected_seeds, **extra)
     method, dept = display_method(trainer)
     return dict(extra, protocol=protocol, dataset=dataset, method=method, dept=dept, trainer=trainer,
                 config=variant, shots=shots, seeds=0, expected_seeds=len(expected_seeds), seed_ids="",
-                missing_seeds="", notes=[], warnings=[], clips=[], covers=(), per_seed={}, gain_over="")
+                missing_seeds="", notes=[], warnings=[], clips=[], covers=(), per_seed={}, gain_over="", configs=[])
 
 
 def count_seeds(row, by_seed, stages, expected_seeds, where, absent):
@@ -129,6 +129,8 @@ def count_seeds(row, by_seed, stages, expected_seeds, where, absent):
         for stage in stages:
             run = runs[stage]
             row["clips"].append(run.clip)
+            if not row["configs"]:  # one run's settings stand for the cell's (its seeds agree: collect)
+                row["configs"].append((run.key, run.record.get("config") or ""))
             where_from = f"seed {seed} {stage}" if len(stages) > 1 else f"seed {seed}"
             row["warnings"] += [(note, where_from) for note in run.notes]
     return counted
@@ -152,6 +154,7 @@ def average_row(rows, expected, template, values):
     averaged); the note says which datasets it leaves out and which have fewer seeds."""
     done = [r for r in rows if r["seeds"]]
     row = dict(template, dataset="average", notes=[], warnings=[], clips=[c for r in done for c in r["clips"]],
+               configs=[c for r in done for c in r["configs"]],
                covers=tuple(sorted(r["dataset"] for r in done)), per_seed={}, gain_over="")
     if "role" in template:
         row["role"] = "average"
@@ -223,6 +226,12 @@ def add_gains(rows, keys, combine=None, extra_key=()):
         other = plain.get(cell(row)) if row["dept"] else None
         if other is None or not row["seeds"] or not other["seeds"]:
             continue
+        clips = [_clip_ids(r) for r in (other, row)]
+        if clips[0] != clips[1]:  # a gain between two CLIPs is not DePT's
+            shown = [", ".join(sorted(f"{name} {path}" for name, path, _ in ids)) for ids in clips]
+            row["notes"].append(f"DePT gain not computed: {other['trainer']} and {row['trainer']} ran on other CLIPs "
+                                f"({shown[0]} / {shown[1]})")
+            continue
         if row["dataset"] == "average":
             gains, over = _average_gain(other, row, keys, combine)
         else:
@@ -272,6 +281,18 @@ def _average_gain(plain, dept, keys, combine):
         dept["gain_partial"] = True
         over += " (paired seeds)"
     return gains, over
+
+
+def _clip_ids(row):
+    """The CLIPs a row's runs loaded, by what their records say (name, file, architecture)."""
+    out = set()
+    for clip in row["clips"]:
+        if isinstance(clip, dict):
+            out.add((str(clip.get("name")), clip.get("path") or "(by name)",
+                     tuple(sorted((clip.get("arch") or {}).items()))))
+        else:
+            out.add(("(not recorded)", "", ()))
+    return out
 
 
 def _with_hm(side):

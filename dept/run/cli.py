@@ -81,6 +81,12 @@ def prepare(args, protocol):
             raise UsageError(f"{key} is set by the runner ({RUNNER_KEYS[key]}); do not pass it after --")
     if not args.seeds or not args.datasets or not args.trainers or not args.shots:
         raise UsageError("--seeds, --datasets, --shots and --trainers need at least one value each")
+    if protocol.has_source and not args.demo:
+        other = [d for d in args.datasets if not protocol.owns_target(d)]
+        if other:  # their evaluations would be tabled by the other transfer protocol
+            owner = next(p for p in PROTOCOLS.values() if p.has_source and p is not protocol)
+            raise UsageError(f"{', '.join(other)}: a target of {owner.command}, not of {protocol.command} (whose "
+                             f"targets are tabled apart): run it with `python -m dept {owner.command}`")
     runner_opts = []
     if args.demo:
         args.root, clip_path = prepare_demo(args.output, dry_run=args.dry_run)

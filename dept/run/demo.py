@@ -8,6 +8,7 @@ import contextlib
 import os
 import tempfile
 
+from dept.store.layout import DEMO_DIR, Layout
 from dept.util.files import FileLock
 
 BANNER = (
@@ -20,7 +21,7 @@ BANNER = (
 def prepare_demo(output, dry_run=False):
     """The digits data and a tiny CLIP file under ``<output>/demo`` (written once, under a lock, so
     two runners starting together on a fresh root do not race); returns (data root, CLIP path)."""
-    demo_dir = os.path.join(output, "demo")
+    demo_dir = Layout(output).folder(DEMO_DIR)
     root, clip_path = os.path.join(demo_dir, "data"), os.path.join(demo_dir, "tiny_clip.pt")
     if dry_run:
         return root, clip_path

@@ -25,17 +25,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from dept.core.methods import learns
 from dept.run.errors import Interrupted
-from dept.run.plan import learns_nothing
 from dept.run.progress import Progress
 from dept.store.record import lock_path
-from dept.store.verify import UNNAMED, has_checkpoints, verify
+from dept.store.verify import UNNAMED, checkpoint_folders, has_checkpoints, verify
 from dept.util.files import Busy, FileLock
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-_CHECKPOINT_FILES = ("model.pth.tar-", "model-best.pth.tar", "model-interrupted.pth.tar")
 
 
 @dataclass
@@ -51,13 +50,6 @@ class Decision:
 
 
 # -- files of a run folder -----------------------------------------------------------------------
-
-def _checkpoint_folders(directory):
-    if not os.path.isdir(directory):
-        return []
-    return [e.path for e in os.scandir(directory)
-            if e.is_dir() and any(f.startswith(_CHECKPOINT_FILES) for f in os.listdir(e.path))]
-
 
 def _next_free(pattern):
     n = 1
@@ -134,7 +126,7 @@ class Executor:
     def assess(self, run, train_record=None):
         """Decide from what is on disk whether ``run`` is finished with this config (reads only)."""
         key, d = run.key, run.directory
-        verdict = verify(d, self.planner.expectation(key), train_record, trained=not learns_nothing(key.trainer))
+        verdict = verify(d, self.planner.expectation(key), train_record, trained=learns(key.trainer))
         state = verdict.state
         if state == "counted":
             return Decision("skip", record=verdict.record)
@@ -145,9 +137,10 @@ class Executor:
                             notes=[f"{d} has a log but no run record ({os.path.basename(d)}/dept_run.json): it was "
                                    "written by an older version or another tool and cannot be verified; its log "
                                    "and checkpoints are set aside and the run is run again"])
-        if state == "corrupt":
-            return Decision("run", short="corrupt run record",
-                            notes=[f"{verdict.problem}: treated as unfinished (the run is run again)"])
+        if state == "corrupt":  # its checkpoints cannot be tied to these settings: set aside, as a foreign run's
+            return Decision("run", short="corrupt run record", unverified=has_checkpoints(d),
+                            notes=[f"{verdict.problem}: treated as unfinished (the run is run again"
+                                   + ("; its checkpoints are set aside" if has_checkpoints(d) else "") + ")"])
         if state == "other_settings" or (verdict.differences and key.trains and has_checkpoints(d)):
             return self._mismatch(run, verdict)
         if state == "no_result":
@@ -288,7 +281,7 @@ class Executor:
         if kept:
             logger.info("previous log kept as %s", kept)
         if decision.unverified:
-            for folder in _checkpoint_folders(run.directory):
+            for folder in checkpoint_folders(run.directory):
                 target = _next_free(os.path.join(run.directory, "unverified-{}"))
                 os.makedirs(target)
                 os.rename(folder, os.path.join(target, os.path.basename(folder)))

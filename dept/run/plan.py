@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from dept.core.build_config import CONFIGS_DIR
+from dept.core.methods import config_for, learns
 from dept.run.errors import UsageError
 from dept.store.layout import Layout, RunKey, variant_name
 from dept.store.verify import Expected, named_options
@@ -22,7 +23,8 @@ from dept.store.verify import Expected, named_options
 DEFAULT_CONFIG = "vit_b16_ep10_bs4_lr35"  # for a trainer without a method record
 # Keys this runner sets on every run, and the flag that sets them.
 RUNNER_KEYS = {"SEED": "--seeds", "DATASET.NUM_SHOTS": "--shots", "DATASET.SUBSAMPLE_CLASSES": "the protocol",
-               "OUTPUT_DIR": "--output", "DATASET.ROOT": "--root"}
+               "OUTPUT_DIR": "--output", "DATASET.ROOT": "--root", "DATASET.NAME": "--datasets",
+               "TRAINER.NAME": "--trainers"}
 TRAIN_MODULE = "dept.run.train"
 
 
@@ -75,18 +77,7 @@ class Chain:
 
 def method_config(trainer, protocol):
     """The trainer's config name for ``protocol``: its method's (``Method.config``), else the default."""
-    from dept.core.methods import method_of
-
-    method, _ = method_of(trainer)
-    return method.config(protocol.config_key) if method is not None else DEFAULT_CONFIG
-
-
-def learns_nothing(trainer):
-    """True for a trainer whose method is evaluated as built (zero-shot CLIP)."""
-    from dept.core.methods import method_of
-
-    method, _ = method_of(trainer)
-    return method is not None and not method.trained
+    return config_for(trainer, protocol.config_key, DEFAULT_CONFIG)
 
 
 class Planner:
@@ -117,7 +108,7 @@ class Planner:
                 "--dataset-config-file", os.path.join(configs, "datasets", f"{key.dataset}.yaml"),
                 "--config-file", os.path.join(configs, "trainers", key.trainer, f"{cell.cfg_name}.yaml"),
                 "--output-dir", self.layout.path(key)]
-        if learns_nothing(key.trainer):  # zero-shot CLIP: every run evaluates the model as built
+        if not learns(key.trainer):  # zero-shot CLIP: every run evaluates the model as built
             argv += ["--eval-only"]
         elif not key.trains:
             argv += ["--eval-only", "--model-dir", self.layout.path(key.train_key())]
@@ -166,13 +157,23 @@ class Planner:
                 raise UsageError(f"no config file {path} (trainer {trainer}, config {cfg_name}; "
                                  f"configs folder {configs}, --configs-dir changes it)")
         cell = Cell(trainer, cfg_name, cfg_name, [], shots)
-        key = RunKey(self.protocol.train_stage, self.train_datasets()[0], trainer, cfg_name, shots, a.seeds[0])
-        try:
-            plain = self.expected(self.argv(key, cell, user_opts=False))
-            full = self.expected(self.argv(key, cell))
-        except Exception as err:  # yacs: unknown key, odd list, bad value; alias conflicts
-            raise UsageError(f"the options after -- do not make a valid config: {type(err).__name__}: {err}") from err
-        cell.options = named_options(plain, full, trainer)
+        named = {}  # the options' settings relative to each dataset's own config: one variant for all
+        for dataset in dict.fromkeys([*self.train_datasets(), *(a.datasets if self.protocol.has_source else ())]):
+            key = RunKey(self.protocol.train_stage, dataset, trainer, cfg_name, shots, a.seeds[0])
+            try:
+                plain = self.expected(self.argv(key, cell, user_opts=False))
+                full = self.expected(self.argv(key, cell))
+            except Exception as err:  # yacs: unknown key, odd list, bad value; alias conflicts
+                raise UsageError(f"the options after -- do not make a valid config: {type(err).__name__}: "
+                                 f"{err}") from err
+            named[dataset] = named_options(plain, full, trainer)
+        first, *rest = named.items()
+        for dataset, options in rest:
+            if options != first[1]:  # a folder's name must say what its runs' settings are, for every dataset
+                raise UsageError(f"the options after -- change {first[0]}'s config by {first[1] or 'nothing'} but "
+                                 f"{dataset}'s by {options or 'nothing'} (a dataset yaml sets one of them): run "
+                                 "those datasets separately, or leave out the option their yaml already sets")
+        cell.options = first[1]
         cell.variant = variant_name(cfg_name, cell.options)
         self.cells[(trainer, cell.variant)] = cell
         return cell

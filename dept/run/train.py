@@ -19,6 +19,7 @@ import re
 import sys
 
 from dept.core.build_config import build_config
+from dept.core.methods import learns
 from dept.core.settings import differences, format_differences
 from dept.store.record import CorruptRecord, lock_path, new_record, now, read_record, write_record
 from dept.store.verify import has_checkpoints
@@ -83,17 +84,9 @@ def _record_clip_from_environment(cfg):
         cfg.MODEL.BACKBONE.PATH = os.path.abspath(os.path.expanduser(env))
 
 
-def _learns_nothing(trainer):
-    """True for a trainer whose method is evaluated as built (zero-shot CLIP)."""
-    from dept.core.methods import method_of
-
-    method, _ = method_of(trainer)
-    return method is not None and not method.trained
-
-
 def check_args(args, trainer=""):
     """The command-line mistakes that would otherwise give a number for a model that was never trained."""
-    if args.eval_only and not args.model_dir and not args.untrained and not _learns_nothing(trainer or args.trainer):
+    if args.eval_only and not args.model_dir and not args.untrained and learns(trainer or args.trainer):
         raise ValueError(
             "--eval-only needs --model-dir: the output directory of a training run"
             + (" (it was given but empty: an unset shell variable?)" if args.model_dir == "" and "--model-dir" in
@@ -152,7 +145,13 @@ def _check_previous(cfg, mode):
         return
     if previous is None or mode != "train":
         return
-    found = differences(previous.get("config") or "", cfg)
+    try:
+        found = differences(previous.get("config") or "", cfg)
+    except Exception as err:  # noqa: BLE001  (a config that is not yaml: the checkpoints' own configs decide)
+        logger.warning("%s/dept_run.json holds a config that cannot be read (%s: %s); it is replaced, and a "
+                       "checkpoint is resumed only if its own config is this run's.", cfg.OUTPUT_DIR,
+                       type(err).__name__, err)
+        return
     if found and has_checkpoints(cfg.OUTPUT_DIR):
         raise ValueError(
             f"{cfg.OUTPUT_DIR} holds a run with other settings ({format_differences(found)}); continuing "

@@ -31,7 +31,8 @@ SOURCE_PREFIX = "from_"
 EVALUATION = "evaluation"
 PROTOCOL_TOP = "base2new"
 #: folders under the root that hold no runs: the demo's data and CLIP, SLURM's job files, the report
-NOT_RUNS = ("demo", "slurm", "report")
+DEMO_DIR, SLURM_DIR, REPORT_DIR = "demo", "slurm", "report"
+NOT_RUNS = (DEMO_DIR, SLURM_DIR, REPORT_DIR)
 RESULTS = "results"  # <root>/<protocol>/results: the runner's tables
 
 MAX_NAME = 100
@@ -187,6 +188,16 @@ class Layout:
                 if self.relative(key) == os.path.normpath(rel):  # the layout writes exactly this folder
                     return key
         return None
+
+    def folder(self, name):
+        """A folder of the root that holds no runs (``DEMO_DIR``, ``SLURM_DIR``, ``REPORT_DIR``)."""
+        assert name in NOT_RUNS, name
+        return os.path.join(self.root, name)
+
+    @staticmethod
+    def describe():
+        """The run folders, as a reader is told where runs are looked for."""
+        return ", ".join("/".join(template) for _, template in TEMPLATES)
 
     def results_dir(self, protocol):
         """Where the runner writes a protocol's tables."""

@@ -80,6 +80,17 @@ def new_record(cfg, mode, argv):
     }
 
 
+# The fields a record's readers rely on, and the types they may have (None: absent or empty).
+FIELD_TYPES = {"status": str, "config": str, "checkpoint": dict, "clip": dict, "notes": list, "trainer": str}
+
+
+def shape_problem(record):
+    """Why a record's fields cannot be read as this module writes them (a field of another type), or ""."""
+    wrong = [f"{name} is a {type(record[name]).__name__}" for name, kind in FIELD_TYPES.items()
+             if record.get(name) is not None and not isinstance(record[name], kind)]
+    return f"{', '.join(wrong)} (not as dept writes it)" if wrong else ""
+
+
 def accuracy(record):
     """(the record's accuracy as a float, or None; why it is unusable, or "")."""
     result = (record or {}).get("result")

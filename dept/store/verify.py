@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dept.core.settings import NEUTRAL_KEYS, differences, flat, format_differences
 from dept.store.layout import variant_name
-from dept.store.record import CorruptRecord, accuracy, read_record
+from dept.store.record import CorruptRecord, accuracy, read_record, shape_problem
 from dept.util.files import sha256
 
 # Keys the runner sets on every run from the key itself (never named in a folder's variant).
@@ -90,14 +90,16 @@ class Verdict:
         return self.state == "counted"
 
 
-def has_checkpoints(directory):
-    """Whether a run folder holds checkpoints (in its sub-folders, as Dassl saves them)."""
+def checkpoint_folders(directory):
+    """The sub-folders of a run folder that hold checkpoints (Dassl saves them one level down)."""
     if not os.path.isdir(directory):
-        return False
-    for entry in os.scandir(directory):
-        if entry.is_dir() and any(f.startswith(CHECKPOINT_FILES) for f in os.listdir(entry.path)):
-            return True
-    return False
+        return []
+    return [e.path for e in os.scandir(directory)
+            if e.is_dir() and any(f.startswith(CHECKPOINT_FILES) for f in os.listdir(e.path))]
+
+
+def has_checkpoints(directory):
+    return bool(checkpoint_folders(directory))
 
 
 def final_checkpoint_problem(record, directory):
@@ -140,6 +142,9 @@ def verify(directory, expected, train_record=None, trained=True):
             return Verdict("foreign", problem="no run record (dept_run.json) beside its log.txt (an older version "
                                               "or another tool): it cannot be verified")
         return Verdict("absent", problem="not run")
+    shape = shape_problem(record)
+    if shape:
+        return Verdict("corrupt", problem=f"its run record cannot be read: {shape}")
     try:
         found = expected.differences(record.get("config") or "")
     except Exception as err:  # noqa: BLE001  (not yaml, not a mapping)

@@ -72,17 +72,6 @@ def read_checkpoint(path):
     return checkpoint
 
 
-def checkpoint_problem(path):
-    """None when ``path`` is a checkpoint this package wrote and it reads back, else why not."""
-    try:
-        checkpoint = read_checkpoint(path)
-    except (OSError, ValueError) as err:
-        return str(err)
-    if checkpoint.get("format") != FORMAT:
-        return f"{path} was not written by dept"
-    return None
-
-
 def checkpoint_epochs(folder):
     """Epochs of the ``model.pth.tar-<E>`` files in ``folder`` (ignores the pointer, best, interrupted)."""
     if not os.path.isdir(folder):

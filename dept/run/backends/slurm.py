@@ -14,6 +14,7 @@ import sys
 import time
 
 from dept.run.errors import UsageError
+from dept.store.layout import SLURM_DIR, Layout
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class Slurm:
         return params
 
     def folder(self):
-        return self.args.slurm_folder or os.path.join(self.args.output, "slurm")
+        return self.args.slurm_folder or Layout(self.args.output).folder(SLURM_DIR)
 
     def executor(self):
         import shutil
