@@ -139,6 +139,13 @@ def test_the_run_record_says_what_ran_and_what_it_gave(dtd, tiny_clip_file, coop
     final = record["checkpoint"]
     assert final["path"] == str(coop_run / "prompt_learner" / "model.pth.tar-1") and final["epoch"] == 1
     assert record["clip"]["arch"]["embed_dim"] == 32 and record["clip"]["name"] == "tiny-random"
+    # accuracy per class (in label order, consistent with the total), and the words nearest the context
+    per_class = record["result"]["per_class"]
+    assert [c["class"] for c in per_class] == ["banded", "blotchy", "braided"]  # the base half of make_dtd's six
+    assert sum(c["n"] * c["accuracy"] for c in per_class) / sum(c["n"] for c in per_class) == \
+        pytest.approx(record["result"]["accuracy"])
+    words = record["prompt_words"]
+    assert len(words) == 4 and all(len(w) == 5 and w[0]["distance"] <= w[-1]["distance"] for w in words)
     evaluated = tmp_path / "eval"
     run(dtd, evaluated, "CoOp", tiny_clip_file, "--eval-only", "--model-dir", str(coop_run), subsample="new")
     eval_record = json.loads((evaluated / "dept_run.json").read_text())

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from dept.core.clip_loader import PRECISIONS, clip_summary, load_clip
 from dept.core.config import dept_options
+from dept.core.interpret import nearest_words, per_class
 from dept.core.methods import Method
 from dept.core.model import PromptCLIP
 from dept.core.optim import build_lr_scheduler, build_optimizer
@@ -125,7 +126,7 @@ class PromptTrainer(TrainerX):
         self.opts = dept_options(cfg)
         # What a run record reports besides the accuracy (see dept.store.record).
         self.notes = list(getattr(self.dm.dataset, "notes", None) or [])
-        self.test_result = self.final_checkpoint = self.loaded_checkpoint = self.last_saved = None
+        self.test_result = self.final_checkpoint = self.loaded_checkpoint = self.last_saved = self.prompt_words = None
         self.head_mode = None
         self._resume_batch, self._resume_rng, self._epoch_rng = 0, None, None
         clip_model, self.prec = load_clip(cfg, self.method_cfg.PREC, self.device)
@@ -135,6 +136,8 @@ class PromptTrainer(TrainerX):
             raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}×{clip_size}-pixel "
                              f"images: set INPUT.SIZE ({clip_size}, {clip_size}).")
         clip_model.to(self.device)  # what a method computes once from the frozen CLIP, it computes there
+        # the token embeddings, to name the words a learned context ends up nearest to (kept on the CPU)
+        self._vocabulary = clip_model.token_embedding.weight.detach().cpu() if self.trained else None
         self.model = self.build_custom_model(clip_model, self.dm.dataset.classnames)
         self.model.text_encoding = cfg.DEPT.TEXT_ENCODING
         for name, param in self.model.named_parameters():
@@ -326,6 +329,9 @@ class PromptTrainer(TrainerX):
         best = self.cfg.TEST.FINAL_MODEL == "best_val"
         path = find_checkpoint(self.output_dir, [self.checkpoint_name], best=best)
         self.final_checkpoint = file_summary(path, read_checkpoint(path))
+        ctx = getattr(self.model.prompt_learner, "ctx", None)
+        if isinstance(ctx, torch.Tensor) and ctx.dim() == 2 and ctx.requires_grad and self._vocabulary is not None:
+            self.prompt_words = nearest_words(ctx, self._vocabulary)  # the run record keeps them
         super().after_train()
 
     # -- evaluation --------------------------------------------------------------------------
@@ -337,7 +343,8 @@ class PromptTrainer(TrainerX):
         self.before_test()
         with self.model.cached_text_features():
             result = super().test(split)
-        self.test_result = {"split": split or self.cfg.TEST.SPLIT, "accuracy": float(result)}
+        self.test_result = {"split": split or self.cfg.TEST.SPLIT, "accuracy": float(result),
+                            "per_class": per_class(self.evaluator._y_true, self.evaluator._y_pred, self.lab2cname)}
         return result
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -130,10 +130,31 @@ def config_problem(row):
     return None
 
 
+def verdict(row, key, paper):
+    """(ours minus the paper in units of the seeds' standard deviation, "yes"/"no": whether the paper's
+    figure lies in the 95% confidence interval of our mean, mean ± t·sd/√n with Student's t for n-1
+    degrees of freedom), or (None, None) under two seeds: one seed shows no noise to compare with."""
+    values = [v[key] for v in row["per_seed"].values()] if key != "hm" else \
+        [2 * v["base"] * v["new"] / (v["base"] + v["new"]) if v["base"] + v["new"] else 0.0
+         for v in row["per_seed"].values()]
+    if len(values) < 2:
+        return None, None
+    from scipy.stats import t
+
+    sd = statistics.stdev(values)
+    mean = statistics.fmean(values)
+    if sd == 0:
+        return None, "yes" if mean == paper else "no"
+    n = len(values)
+    return (row[key] - paper) / sd, "yes" if abs(mean - paper) <= t.ppf(0.975, n - 1) * sd / n ** 0.5 else "no"
+
+
 def add_base2new(row):
     """The paper's base, new and H beside a row in the paper's setting; else the note says why not."""
     row.update(paper_base=None, paper_new=None, paper_hm=None, base_vs_paper=None, new_vs_paper=None,
                hm_vs_paper=None)
+    for key in ("base", "new", "hm"):
+        row[f"{key}_vs_paper_sd"] = row[f"{key}_within_noise"] = None
     if not row["seeds"]:
         return
     why = reasons(row, "base2new")
@@ -149,12 +170,13 @@ def add_base2new(row):
     row["paper_base"], row["paper_new"], row["paper_hm"] = ref
     for key in ("base", "new", "hm"):
         row[f"{key}_vs_paper"] = row[key] - row[f"paper_{key}"]
+        row[f"{key}_vs_paper_sd"], row[f"{key}_within_noise"] = verdict(row, key, row[f"paper_{key}"])
 
 
 def add_transfer(row, protocol):
     """The paper's cross-dataset or DG figure beside a row in its setting. The paper's DG table
     prints no average: ours is compared with the mean of its four targets, and the note says so."""
-    row["paper"] = row["vs_paper"] = None
+    row["paper"] = row["vs_paper"] = row["vs_paper_sd"] = row["within_noise"] = None
     if not row["seeds"]:
         return
     paper = transfer(protocol).get((row["method"], row["dept"]))
@@ -179,6 +201,7 @@ def add_transfer(row, protocol):
         row["notes"].append("paper figure omitted: " + "; ".join(why))
     else:
         row["paper"], row["vs_paper"] = value, row["accuracy"] - value
+        row["vs_paper_sd"], row["within_noise"] = verdict(row, "accuracy", value)
 
 
 def label(row):

@@ -38,13 +38,15 @@ def render_csv(protocol, rows):
     return out.getvalue()
 
 
-def cell(value, std=None, paper=None, diff=None):
-    """A markdown cell: ``mean ± std (paper P, ±D)``; "–" where there is no number (no spread from one seed)."""
+def cell(value, std=None, paper=None, diff=None, sd=None, within=None):
+    """A markdown cell: ``mean ± std (paper P, ±D = z sd, within noise)``; "–" where there is no number
+    (and no spread from one seed, so no verdict either)."""
     if value is None:
         return "–"
     text = f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
     if paper is not None:
-        text += f" (paper {paper:.2f}, {diff:+.2f})"
+        verdict = "" if within is None else f", {'within' if within == 'yes' else 'beyond'} noise"
+        text += f" (paper {paper:.2f}, {diff:+.2f}" + (f" = {sd:+.1f} sd" if sd is not None else "") + f"{verdict})"
     return text
 
 
@@ -75,9 +77,12 @@ def markdown_rows(protocol, rows):
 
     if protocol == "base2new":
         head += ["base", "new", "H", "DePT gain (base / new / H)"]
-        body = [start(r) + [cell(r["base"], r["base_std"], r["paper_base"], r["base_vs_paper"]),
-                            cell(r["new"], r["new_std"], r["paper_new"], r["new_vs_paper"]),
-                            cell(r["hm"], None, r["paper_hm"], r["hm_vs_paper"]),
+        body = [start(r) + [cell(r["base"], r["base_std"], r["paper_base"], r["base_vs_paper"], r["base_vs_paper_sd"],
+                                 r["base_within_noise"]),
+                            cell(r["new"], r["new_std"], r["paper_new"], r["new_vs_paper"], r["new_vs_paper_sd"],
+                                 r["new_within_noise"]),
+                            cell(r["hm"], None, r["paper_hm"], r["hm_vs_paper"], r["hm_vs_paper_sd"],
+                                 r["hm_within_noise"]),
                             _gain_cell(r, ("dept_gain_base", "dept_gain_new", "dept_gain_hm"))] for r in rows]
     elif protocol == "few_shot":
         head += ["accuracy", "DePT gain"]
@@ -85,7 +90,8 @@ def markdown_rows(protocol, rows):
     else:
         head = head[:1] + ["role", "trained on"] + head[1:] + ["accuracy", "DePT gain"]
         body = [start(r)[:1] + [r["role"], r["source"]] + start(r)[1:]
-                + [cell(r["accuracy"], r["std"], r["paper"], r["vs_paper"]), _gain_cell(r, ("dept_gain",))]
+                + [cell(r["accuracy"], r["std"], r["paper"], r["vs_paper"], r["vs_paper_sd"], r["within_noise"]),
+                   _gain_cell(r, ("dept_gain",))]
                 for r in rows]
     head.append("note")
     return head, [cells + [r["note"]] for cells, r in zip(body, rows)]
@@ -102,7 +108,9 @@ def render_markdown(protocol, rows, title, intro=""):
         lines += [DEMO_NOTE, ""]
     lines += [f"{intro}{LEGENDS[protocol]}", "",
               "Cells: mean ± std over seeds (std from two seeds on), then, in the paper's setting, "
-              "(paper P, ours minus paper). **k/n** seeds: fewer seeds than the other rows of the table; "
+              "(paper P, ours minus paper = that in units of the seeds' sd, and whether the paper's figure is "
+              "within noise: inside the 95% confidence interval of our mean, Student's t over the seeds). "
+              "**k/n** seeds: fewer seeds than the other rows of the table; "
               "the note says which and why. DePT's gain is over the seeds (and datasets) both sides have.", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_escape(c) or " " for c in cells) + " |" for cells in body]

@@ -39,9 +39,10 @@ SEED_COLUMNS = ("seeds", "expected_seeds", "seed_ids", "missing_seeds")
 COLUMNS = {
     "base2new": ("dataset", *COMMON, *SEED_COLUMNS, "base", "base_std", "new", "new_std", "hm",
                  "dept_gain_base", "dept_gain_new", "dept_gain_hm", "gain_over", "paper_base", "paper_new",
-                 "paper_hm", "base_vs_paper", "new_vs_paper", "hm_vs_paper", "note"),
+                 "paper_hm", "base_vs_paper", "new_vs_paper", "hm_vs_paper", "base_vs_paper_sd", "new_vs_paper_sd",
+                 "hm_vs_paper_sd", "base_within_noise", "new_within_noise", "hm_within_noise", "note"),
     "cross_dataset": ("dataset", "role", *COMMON, "source", *SEED_COLUMNS, "accuracy", "std", "dept_gain",
-                      "gain_over", "paper", "vs_paper", "note"),
+                      "gain_over", "paper", "vs_paper", "vs_paper_sd", "within_noise", "note"),
     "few_shot": ("dataset", *COMMON, *SEED_COLUMNS, "accuracy", "std", "dept_gain", "gain_over", "note"),
 }
 COLUMNS["dg"] = COLUMNS["cross_dataset"]

@@ -268,6 +268,7 @@ def _run(args, cfg, record, ran):
         trainer.train()
         record["checkpoint"] = getattr(trainer, "final_checkpoint", None)
         record["trainable"] = getattr(trainer, "trainable_summary", None)
+        record["prompt_words"] = getattr(trainer, "prompt_words", None)
     result = getattr(trainer, "test_result", None)
     record["result"] = dict(result) if result else None
     record["head"] = getattr(trainer, "head_mode", None)

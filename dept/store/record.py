@@ -14,6 +14,9 @@ means finished *with the settings its folder stands for* (``dept.store.verify``)
     checkpoint  {"path", "sha256", "epoch"}: for training, the final checkpoint written; for
                 evaluation, the one loaded (so an evaluation is tied to the exact trained file)
     trainable   {"parameters": N, "tensors": [...]}: what training updated (training runs)
+    prompt_words  for a learned M×W text context, the 5 vocabulary tokens nearest to each vector
+                (``dept.core.interpret``), or None
+    result.per_class  [{"class", "n", "accuracy"}] of the final evaluation, in label order
     clip        {"name", "path", "arch": {...}}: the CLIP that was loaded
     head        how the classes were scored: "fused (<fusion>)", "itm" or None (no DePT head)
     notes       warnings a reader of the results must see (untrained model, short classes, ...)
