@@ -44,8 +44,11 @@ def checkpoint_sha(train_key):
 
 
 def put(root, k, accuracy, status="finished", clip=VIT_B16, notes=(), options=(), sha=None, error=None,
-        config=None, started="2026-01-01T00:00:00", result=None):
+        config=None, started="2026-01-01T00:00:00", result=None, per_class=None, prompt_words=None):
     """Write run ``k``'s folder under ``root``; returns the folder relative to the root.
+
+    ``per_class`` ([{"class", "n", "accuracy"}]) goes into the result, ``prompt_words`` into the
+    record, as ``dept.run.train`` writes them (left out when None: a record from before them).
 
     A finished training run gets a checkpoint file (its content names the run) and that file's
     sha256; an evaluation the sha256 of its training run's (``sha`` overrides either)."""
@@ -65,6 +68,10 @@ def put(root, k, accuracy, status="finished", clip=VIT_B16, notes=(), options=()
               "result": result if result is not None else (None if accuracy is None else
                                                            {"split": "test", "accuracy": accuracy}),
               "checkpoint": checkpoint, "clip": clip, "notes": list(notes), "started": started}
+    if per_class is not None:
+        record["result"] = dict(record["result"] or {}, per_class=per_class)
+    if prompt_words is not None:
+        record["prompt_words"] = prompt_words
     if error:
         record["error"] = error
     write_record(path, record)

@@ -354,9 +354,9 @@ def test_main_writes_the_report_prints_the_tables_and_exits_0(tmp_path, capsys):
     assert report.main([str(tmp_path), "--out", str(out), "--no-figures"]) == 0
     printed = capsys.readouterr().out
     assert "## Base-to-new generalisation" in printed and "# Missing and failed runs" in printed
-    assert sorted(os.listdir(out)) == ["README.md", "base2new.csv", "base2new.md", "cross_dataset.csv",
+    assert sorted(os.listdir(out)) == ["README.md", "base2new.csv", "base2new.md", "classes.md", "cross_dataset.csv",
                                        "cross_dataset.md", "dg.csv", "dg.md", "few_shot.csv", "few_shot.md",
-                                       "missing.md"]
+                                       "missing.md", "prompts.md"]
     assert "Not drawn: figures were turned off" in (out / "README.md").read_text()
 
 

@@ -10,6 +10,9 @@ the tables the runner writes (``dept.results.tables``). It writes, under ``--out
   settings than its folder stands for, an evaluation of another checkpoint, a damaged result),
   with its folder and why, and every run that is absent although the other runs of its table
   imply it;
+* ``classes.md``: per-class accuracy of each DePT trainer beside its method, the classes where
+  DePT gains and loses most (``dept.results.classes``);
+* ``prompts.md``: the words nearest to each learned context vector, per run (``dept.results.prompts``);
 * ``figures/*.png``: base vs new per dataset, DePT's gain, few-shot curves, cross-dataset and DG;
 * ``README.md``, an index of the above; the markdown tables are printed too.
 
@@ -21,6 +24,7 @@ import argparse
 import os
 import sys
 
+from dept.results import classes, prompts
 from dept.results.collect import collect
 from dept.results.figures import NAMES as FIGURE_NAMES
 from dept.results.figures import draw_figures
@@ -30,12 +34,13 @@ from dept.store.layout import REPORT_DIR, Layout
 from dept.util.files import write_text
 
 
-def render_index(root, tables, counts, figures, skipped_figures):
+def render_index(root, tables, counts, figures, skipped_figures, analyses=()):
     lines = [f"# Report of `{root}`", "", "Written by `python -m dept report`: every run folder under the root, "
              "read from its run record (`dept_run.json`) and verified.", "", "## Tables", ""]
     for protocol, rows in tables.items():
         lines.append(f"- [{TITLES[protocol]}]({protocol}.md) ([csv]({protocol}.csv)): {len(rows)} rows")
     lines.append(f"- [Missing and failed runs](missing.md): {counts['bad']} not counted, {counts['absent']} absent")
+    lines += [f"- [{title}]({name}): {summary}" for name, title, summary in analyses]
     lines += ["", "## Figures", ""]
     if skipped_figures:
         lines.append(f"Not drawn: {skipped_figures}.")
@@ -64,6 +69,11 @@ def write_report(root, out, figures=True, configs_dir=None, found=None):
     missing = render_missing(root, runs, absent, strays)
     write_text(os.path.join(out, "missing.md"), missing)
     texts.append(missing)
+    analyses = []
+    for module, render in ((classes, classes.render_classes), (prompts, prompts.render_prompts)):
+        text, summary = render(root, runs)  # not printed: one line per class or per context vector
+        write_text(os.path.join(out, module.FILE), text)
+        analyses.append((module.FILE, module.TITLE, summary))
     folder = os.path.join(out, "figures")
     if figures:
         drawn = draw_figures(tables, folder, TITLES)
@@ -74,7 +84,8 @@ def write_report(root, out, figures=True, configs_dir=None, found=None):
                 os.remove(os.path.join(folder, name))
     counts = {"bad": sum(1 for r in runs if r.problem), "absent": len(absent)}
     write_text(os.path.join(out, "README.md"),
-               render_index(root, tables, counts, drawn, "" if figures else "figures were turned off (--no-figures)"))
+               render_index(root, tables, counts, drawn, "" if figures else "figures were turned off (--no-figures)",
+                            analyses))
     return tables, runs, absent, "\n".join(texts)
 
 
