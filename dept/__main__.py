@@ -12,6 +12,9 @@ commands (protocols: python -m dept <protocol> --help):
   few-shot      train on all classes at 1, 2, 4, 8, 16 shots, on each dataset
   grid FILE.yaml  several protocols' grids from one file (dept/run/grid_file.py)
   report ROOT   tables (mean ± std, H, averages, the paper's figures) and figures of every finished run
+  analyze channels RUN_DIR... | --protocol
+                the paper's channel-bias analysis of trained runs (dept/analysis/channels_cli.py)
+  ablate KEY VALUE...  a sweep of one config key through the runner, with its table and figure
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
   data fetch-splits   download the CoOp split files (gdown) and verify their checksums
@@ -43,6 +46,17 @@ def main(argv=None):
         from dept.results.report import main as report_main
 
         return report_main(rest)
+    if command == "analyze":
+        if rest[:1] != ["channels"]:
+            print("usage: python -m dept analyze channels RUN_DIR... | --protocol  (see --help)", file=sys.stderr)
+            return 2
+        from dept.analysis.channels_cli import main as channels_main
+
+        return channels_main(rest[1:])
+    if command == "ablate":
+        from dept.analysis.ablation_cli import main as ablate_main
+
+        return ablate_main(rest)
     if command == "train":
         from dept.run.train import cli
 

@@ -30,9 +30,10 @@ OFFICIAL_SOURCE = "imagenet"  # the source of the official cross-dataset and DG 
 SOURCE_PREFIX = "from_"
 EVALUATION = "evaluation"
 PROTOCOL_TOP = "base2new"
-#: folders under the root that hold no runs: the demo's data and CLIP, SLURM's job files, the report
-DEMO_DIR, SLURM_DIR, REPORT_DIR = "demo", "slurm", "report"
-NOT_RUNS = (DEMO_DIR, SLURM_DIR, REPORT_DIR)
+#: folders under the root that hold no runs: the demo's data and CLIP, SLURM's job files, the report,
+#: the analyses (``python -m dept analyze`` and ``ablate``)
+DEMO_DIR, SLURM_DIR, REPORT_DIR, ANALYSIS_DIR = "demo", "slurm", "report", "analysis"
+NOT_RUNS = (DEMO_DIR, SLURM_DIR, REPORT_DIR, ANALYSIS_DIR)
 RESULTS = "results"  # <root>/<protocol>/results: the runner's tables
 
 MAX_NAME = 100
