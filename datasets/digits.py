@@ -134,9 +134,24 @@ def prepare_digits(root, inverted=None):
     return root
 
 
-def _prepare(root, inverted):
+def digit_image(digits, index, inverted=False):
+    """The 32x32 RGB image the demo writes for sample ``index`` of ``digits`` (``load_digits()``).
+
+    One function for the pixels, so that whatever else learns from the demo's images (the tiny
+    CLIP pretrained on them, ``dept.run.demo_clip``) sees exactly what the written PNGs hold.
+    """
     import numpy as np
     from PIL import Image
+
+    # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
+    pixels = (digits.images[index] * (255.0 / 16.0)).round().astype(np.uint8)
+    if inverted:
+        pixels = 255 - pixels
+    img = Image.fromarray(pixels, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
+    return img.convert("RGB")
+
+
+def _prepare(root, inverted):
     from sklearn.datasets import load_digits
 
     folder, split_file = (INVERTED_FOLDER, INVERTED_SPLIT_FILE) if inverted else (FOLDER, SPLIT_FILE)
@@ -155,14 +170,9 @@ def _prepare(root, inverted):
         _remove_leftovers(dataset_dir)
         digits = load_digits()
         labels = [int(y) for y in digits.target]
-        # 0..16 grey levels -> 0..255, upscaled so that CLIP-style transforms have pixels to work on.
-        pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
-        if inverted:
-            pixels = 255 - pixels
         image_dir = os.path.join(dataset_dir, "images")
-        for index, (image, label) in enumerate(zip(pixels, labels)):
-            img = Image.fromarray(image, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST)
-            _save_png(img.convert("RGB"), os.path.join(image_dir, _relpath(index, label)))
+        for index, label in enumerate(labels):
+            _save_png(digit_image(digits, index, inverted), os.path.join(image_dir, _relpath(index, label)))
         split = {
             key: [[_relpath(i, labels[i]), labels[i], CLASSNAMES[labels[i]]] for i in idxs]
             for key, idxs in _split_indices(labels).items()

@@ -8,6 +8,7 @@ from records import TINY, VIT_B16, key, put, put_base2new
 
 from dept.results import figures as F
 from dept.results.collect import collect
+from dept.results.paper import demo_mark
 from dept.results.render import TITLES
 from dept.results.tables import build_tables
 
@@ -120,7 +121,7 @@ def test_transfer_bars_show_the_paper_only_where_it_is_drawn(tables, demo_tables
     assert ax.get_xticklabels()[0].get_text() == "imagenet\n(source)"
     demo = F.figure_transfer(demo_tables[protocol], TITLES[protocol])
     assert legend_texts(demo) == ["without DePT", "with DePT"]  # no paper figure beside a demo run: no entry
-    assert demo._suptitle.get_text() == F.DEMO_MARK
+    assert demo._suptitle.get_text() == demo_mark("tiny-random")
 
 
 def test_demo_runs_carry_the_demo_mark_on_every_figure(demo_tables, tmp_path):
@@ -128,7 +129,7 @@ def test_demo_runs_carry_the_demo_mark_on_every_figure(demo_tables, tmp_path):
     assert sorted(drawn) == sorted(F.NAMES)
     for fig in (F.figure_base_vs_new(demo_tables["base2new"]), F.figure_dept_gain(demo_tables["base2new"]),
                 F.figure_few_shot(demo_tables["few_shot"])):
-        assert fig._suptitle.get_text() == F.DEMO_MARK and fig._suptitle.get_color() == F.DEMO_COLOUR
+        assert fig._suptitle.get_text() == demo_mark("tiny-random") and fig._suptitle.get_color() == F.DEMO_COLOUR
 
 
 def _image(path):

@@ -66,11 +66,14 @@ def test_a_new_method_runs_beside_the_others_and_invalidates_no_earlier_run(tmp_
     for name in ("TwoCtx", "TwoCtxDePT"):
         (configs / "trainers" / name).mkdir()
         (configs / "trainers" / name / "demo_tiny.yaml").write_text(CONFIG.format(name=name))
+        # the demo's: demo_tiny with the demo's pretrained CLIP (as every trainer of configs/ has)
+        (configs / "trainers" / name / "demo_digits.yaml").write_text(
+            (configs / "trainers" / "CoOp" / "demo_digits.yaml").read_text())
     env.update(DEPT_PLUGINS="two_ctx", PYTHONPATH=str(tmp_path / "plugins") + os.pathsep + env.get("PYTHONPATH", ""))
     after = run(tmp_path, env, "base2new", "--trainers", "CoOp", "TwoCtx", "TwoCtxDePT", *common)
     assert "(4 ran, 2 skipped, 0 failed)" in after.stdout, after.stdout[-3000:]
     record = (tmp_path / "out" / "base2new" / "train_base" / "digits" / "shots_16" / "TwoCtxDePT" /
-              "demo_tiny+OPTIM.MAX_EPOCH=1" / "seed1" / "dept_run.json").read_text()
+              "demo_digits+OPTIM.MAX_EPOCH=1" / "seed1" / "dept_run.json").read_text()
     assert "TWOCTX" in record and '"parameters": ' in record
 
     report = run(tmp_path, env, "report", "out", "--configs-dir", str(configs), "--no-figures")

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from dept.run.cli import parse_args
+from dept.run.demo_clip import FILE as DEMO_CLIP_FILE
 from dept.run.grid_file import read_grids
 from dept.store.protocols import PROTOCOLS
 
@@ -59,7 +60,7 @@ def transfer(tmp_path_factory):
     return root / "out", xd, dg
 
 
-VARIANT = "demo_tiny+OPTIM.MAX_EPOCH=1"
+VARIANT = "demo_digits+OPTIM.MAX_EPOCH=1"
 
 
 def test_cross_dataset_trains_once_and_evaluates_that_checkpoint_in_the_official_layout(transfer):
@@ -105,8 +106,8 @@ def test_two_sources_keep_their_own_evaluations_and_tables(transfer, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(transfer[0], out)
     demo = transfer[0] / "demo"  # the CLIP file the copied runs recorded
-    common = ["--root", str(demo / "data"), "--seeds", "1", "--trainers", "CoOpDePT", "--config", "demo_tiny",
-              "--output", str(out), "--", "MODEL.BACKBONE.PATH", str(demo / "tiny_clip.pt"),
+    common = ["--root", str(demo / "data"), "--seeds", "1", "--trainers", "CoOpDePT", "--config", "demo_digits",
+              "--output", str(out), "--", "MODEL.BACKBONE.PATH", str(demo / DEMO_CLIP_FILE),
               "OPTIM.MAX_EPOCH", "1"]
     results = out / "cross_dataset" / "results"
     first = (results / f"CoOpDePT_{VARIANT}_shots16_from_digits.csv").read_text()
@@ -142,7 +143,7 @@ def test_a_base2new_table_keeps_the_datasets_of_an_earlier_larger_grid(tmp_path)
     common = ["--root", "data", "--seeds", "1", "--trainers", "CoOp", "--config", "demo_tiny", "--output", "out",
               "--", "MODEL.BACKBONE.PATH", clip, "OPTIM.MAX_EPOCH", "1"]
     run(tmp_path, "base2new", "--datasets", "digits", "digits_inverted", *common)
-    table = tmp_path / "out" / "base2new" / "results" / f"CoOp_{VARIANT}_shots16.csv"
+    table = tmp_path / "out" / "base2new" / "results" / "CoOp_demo_tiny+OPTIM.MAX_EPOCH=1_shots16.csv"
     before = read_csv(table)
     assert [r["dataset"] for r in before] == ["digits", "digits_inverted", "average"]
     fewer = run(tmp_path, "base2new", "--datasets", "digits", *common)
@@ -231,8 +232,8 @@ def test_two_local_cpu_workers_run_a_grid(tmp_path):
 
 
 def test_dry_run_lists_every_chain_of_every_protocol_and_writes_nothing(tmp_path):
-    # the demo runs CoOp and CoOpDePT side by side by default
-    for protocol, runs in (("base2new", 4), ("cross-dataset", 4), ("dg", 4), ("few-shot", 10)):
+    # the demo runs zero-shot CLIP, CoOp and CoOpDePT side by side by default
+    for protocol, runs in (("base2new", 6), ("cross-dataset", 6), ("dg", 6), ("few-shot", 15)):
         proc = run(tmp_path, protocol, "--seeds", "1", "--output", "out", "--dry-run")
         assert proc.stdout.count("would run: ") == runs, (protocol, proc.stdout[-3000:])
     assert os.listdir(tmp_path) == []
@@ -264,6 +265,6 @@ def test_a_grid_file_names_protocols_and_flags(tmp_path):
     assert fs == "few_shot" and "--dry-run" in argv2 and argv2[argv2.index("--shots"):][:3] == ["--shots", "1", "2"]
     assert opts2 == ["OPTIM.MAX_EPOCH", "5"]
     proc = run(tmp_path, "grid", str(path), "--dry-run")
-    # base2new: 2 trainers x 2 seeds x (train, test); few-shot: the demo's CoOp and CoOpDePT x 2 shots x the
-    # default 3 seeds
-    assert proc.stdout.count("== ") == 2 and proc.stdout.count("would run: ") == 2 * 2 * 2 + 2 * 2 * 3
+    # base2new: 2 trainers x 2 seeds x (train, test); few-shot: the demo's zero-shot CLIP, CoOp and CoOpDePT x
+    # 2 shots x the default 3 seeds
+    assert proc.stdout.count("== ") == 2 and proc.stdout.count("would run: ") == 2 * 2 * 2 + 3 * 2 * 3

@@ -325,29 +325,6 @@ def test_a_killed_runner_takes_its_run_down_and_an_interrupted_one_says_how_to_r
     assert table(out, f"demo_tiny+OPTIM.MAX_EPOCH={epochs}")["dtd"]["seeds"] == "1"
 
 
-def test_demo_runs_end_to_end_and_writes_the_results_table(tmp_path):
-    env = dict(os.environ)
-    env.pop("DATA", None)
-    cmd = [sys.executable, "-m", "dept", "base2new", "--seeds", "1", "--output", "out"]  # relative: to the cwd
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANDOM weights" in proc.stdout
-    results = tmp_path / "out" / "base2new" / "results" / "CoOpDePT_demo_tiny_shots16.csv"
-    rows = {row["dataset"]: row for row in csv.DictReader(results.open())}
-    assert list(rows) == ["digits"]
-    digits = rows["digits"]
-    assert digits["seeds"] == "1" and 0 <= float(digits["base"]) <= 100 and 0 <= float(digits["new"]) <= 100
-    assert digits["paper_base"] == "" and "the paper has no CoOp + DePT digits row" in digits["note"]
-    # the demo runs CoOp beside CoOpDePT, and their side-by-side table has DePT's gain
-    summary = {row["trainer"]: row for row in csv.DictReader((results.parent / "summary_shots16.csv").open())
-               if row["dataset"] == "digits"}
-    assert set(summary) == {"CoOp", "CoOpDePT"} and summary["CoOpDePT"]["gain_over"] == "1"
-    for stage in ("train_base", "test_new"):
-        run = tmp_path / "out" / "base2new" / stage / "digits" / "shots_16" / "CoOpDePT" / "demo_tiny" / "seed1"
-        assert "* accuracy:" in (run / "log.txt").read_text()
-    assert not os.path.exists(os.path.join(REPO, "out"))
-
-
 def test_the_new_methods_run_through_the_runner_with_no_other_change(trained, tmp_path):
     """Zero-shot CLIP (evaluated as built, both stages), a method and its DePT variant: per-trainer
     tables, and the summary with every method side by side, the zero-shot row first."""

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 from dept.run.cli import parse_args, run_protocol
+from dept.run.demo_clip import FILE as DEMO_CLIP_FILE
 from dept.run.plan import Planner
 from dept.store.layout import variant_name
 from dept.store.protocols import PROTOCOLS
@@ -67,7 +68,7 @@ def test_dry_run_writes_nothing_not_even_the_demo_data(tmp_path):
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert os.listdir(tmp_path) == []
-    assert proc.stdout.count("would run: ") == 4  # the demo: CoOp and CoOpDePT side by side
+    assert proc.stdout.count("would run: ") == 6  # the demo: zero-shot CLIP, CoOp and CoOpDePT side by side
     assert str(tmp_path / "out" / "base2new" / "train_base" / "digits") in proc.stdout  # relative to the cwd
 
 
@@ -79,7 +80,7 @@ def test_two_runners_prepare_the_demo_at_once_on_a_fresh_root(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     import torch
 
-    torch.load(str(tmp_path / "out" / "demo" / "tiny_clip.pt"), weights_only=True)
+    torch.load(str(tmp_path / "out" / "demo" / DEMO_CLIP_FILE), weights_only=True)
     assert not [f for f in os.listdir(tmp_path / "out" / "demo") if f.endswith(".tmp")]
     assert os.path.isfile(tmp_path / "out" / "demo" / "data" / "digits" / "split_zhou_Digits.json")
 

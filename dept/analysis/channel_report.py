@@ -86,7 +86,7 @@ def figure_density(entries):
             continue
         grid, density = _density(ratio)
         ax.plot(grid, density, color=series_colour(i), label=f"{model}, {space}")
-        ax.fill_between(grid, density, color=series_colour(i), alpha=0.2)
+        ax.fill_between(grid, density, color=series_colour(i), alpha=0.08)
     ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("base / new importance per window")
     ax.set_ylabel("density")

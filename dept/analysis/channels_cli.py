@@ -119,7 +119,7 @@ def protocol_runs(args, runner_args):
         protocol = PROTOCOLS[name]
         planner_args = parse_args([*common, "--trainers", *trainers, *runner_args], protocol)
         _, _, chains = prepare(planner_args, protocol)
-        runs += [(run.key, run.path) for chain in chains for run in chain.runs if run.key.trains]
+        runs += [(run.key, run.directory) for chain in chains for run in chain.runs if run.key.trains]
     order = {"train": 0, "train_base": 1}
     rank = {t: i for i, t in enumerate(["ZeroshotCLIP", trainer, f"{trainer}DePT"])}
     runs.sort(key=lambda kp: (kp[0].dataset, kp[0].seed, order[kp[0].stage], rank.get(kp[0].trainer, 9)))

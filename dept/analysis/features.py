@@ -60,6 +60,8 @@ def describe(run_dir, record):
     if key is None:
         return f"{record.get('trainer')} ({os.path.basename(os.path.normpath(run_dir))})"
     classes = {"train_base": "base", "train": "all classes"}.get(key.stage, key.stage)
+    if not learns(key.trainer):
+        classes = "zero-shot"
     return f"{key.trainer} ({classes}) {key.dataset} seed{key.seed}"
 
 

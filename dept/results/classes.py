@@ -19,8 +19,7 @@ them up the way the tables pair DePT's gain (``dept.results.tables``):
 import math
 import statistics
 
-from dept.results.paper import is_demo
-from dept.results.render import DEMO_NOTE
+from dept.results.paper import demo_note, is_demo
 from dept.results.render import _escape as escape
 from dept.results.tables import _clip_ids, dataset_rank, display_method, method_rank, seed_text
 from dept.store.protocols import PROTOCOLS
@@ -156,8 +155,9 @@ def render_classes(root, runs):
                "records with per-class accuracies")
         return "\n".join(head + [f"Empty: {why}."] + [f"- {n}" for n in notes]) + "\n", "empty: no DePT pair"
     lines = head
-    if is_demo([c for comp in comparisons for c in comp["clips"]]):
-        lines += [DEMO_NOTE, ""]
+    demo = is_demo([c for comp in comparisons for c in comp["clips"]])
+    if demo:
+        lines += [demo_note(demo), ""]
     lines += [f"Runs under `{root}`. Each DePT trainer beside its method (same evaluation, config variant and "
               f"shots): a class's accuracy on each side is the mean over the seeds both sides have (paired), "
               f"Δ = with DePT minus without; the {TOP} classes where DePT gains most and the {TOP} where it loses "

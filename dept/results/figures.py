@@ -10,13 +10,13 @@ every figure the tables allow.
 import math
 import os
 
+from dept.results.paper import demo_mark
 from dept.results.tables import dataset_rank, row_order
 from dept.util.files import atomic_open
 
 DPI = 100  # figure sizes are multiples of half an inch: pixel sizes are exact (figsize × DPI)
 NAMES = ("base2new_base_vs_new.png", "base2new_dept_gain.png", "few_shot.png", "cross_dataset.png", "dg.png")
 PARTIAL_HATCH = "///"
-DEMO_MARK = "DEMO: random tiny CLIP (accuracies say nothing about DePT)"
 DEMO_COLOUR = "#c00000"
 BASE_NEW_SERIES = (("base", 0, "base", "#9ecae1"), ("base", 1, "base + DePT", "#2171b5"),
                    ("new", 0, "new", "#fdae6b"), ("new", 1, "new + DePT", "#d94801"))
@@ -53,8 +53,9 @@ def _err(std):
 
 
 def _mark_demo(fig, rows):
-    if any(r.get("demo") for r in rows):
-        fig.suptitle(DEMO_MARK, color=DEMO_COLOUR, fontsize=11, fontweight="bold")
+    demo = next((r["demo"] for r in rows if r.get("demo")), None)
+    if demo:
+        fig.suptitle(demo_mark(demo), color=DEMO_COLOUR, fontsize=11, fontweight="bold")
 
 
 def _partial(row):

@@ -23,8 +23,14 @@ PAPER_CLIP = "ViT-B/16"
 # The recorded architecture of the released ViT-B/16 CLIP (dept.core.clip_loader.clip_summary).
 VIT_B16_ARCH = {"embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vision_patch_size": 16,
                 "image_resolution": 224, "transformer_width": 512, "transformer_layers": 12}
-# The name a CLIP built by dept.core.testing records: the demo's and the tests' random tiny CLIP.
+# The names the tiny CLIPs record, and what a reader must know about numbers computed with them: the
+# demo's, pretrained on the digits (dept.run.demo_clip), and the tests' random one (dept.core.testing).
 TINY_CLIP = "tiny-random"
+DEMO_CLIPS = {
+    "tiny-digits": ("a tiny CLIP pretrained on the demo's digits", "a toy that shows the base-new trade-off, not the "
+                    "paper's setting"),
+    TINY_CLIP: ("a random tiny CLIP", "its accuracies show that the pipeline works and say nothing about DePT"),
+}
 FILES = {"base2new": "dept_paper_base2new.csv", "cross_dataset": "dept_paper_cross_dataset.csv",
          "dg": "dept_paper_domain_generalization.csv"}
 
@@ -77,8 +83,21 @@ def clip_problem(clips):
 
 
 def is_demo(clips):
-    """Whether any CLIP behind a cell is the random tiny one of the demo and the tests."""
-    return any(isinstance(c, dict) and c.get("name") == TINY_CLIP for c in clips)
+    """The name of a tiny CLIP behind a cell (the demo's or the tests'), or None: the random one first."""
+    names = {c.get("name") for c in clips if isinstance(c, dict)}
+    return next((name for name in (TINY_CLIP, *DEMO_CLIPS) if name in names), None)
+
+
+def demo_note(name):
+    """The bold line above a table of runs on a tiny CLIP."""
+    what, meaning = DEMO_CLIPS[name]
+    return f"**DEMO: these runs used {what}** (`{name}`): {meaning}."
+
+
+def demo_mark(name):
+    """The same, short, for a figure's title."""
+    what, _ = DEMO_CLIPS[name]
+    return f"DEMO: {what}" + (" (accuracies say nothing about DePT)" if name == TINY_CLIP else " (a toy)")
 
 
 def reasons(row, protocol):

@@ -3,6 +3,7 @@ figure and our difference in one cell, and ``missing.md``."""
 import csv
 import io
 
+from dept.results.paper import demo_note
 from dept.results.tables import COLUMNS
 
 TITLES = {"base2new": "Base-to-new generalisation", "cross_dataset": "Cross-dataset transfer",
@@ -18,8 +19,6 @@ LEGENDS = {
     "few_shot": "Trained and tested on all classes of each dataset at each number of shots; the average is over "
                 "the datasets at that number of shots. The paper has no few-shot table.",
 }
-DEMO_NOTE = ("**DEMO: these runs used a random tiny CLIP** (`tiny-random`): their accuracies show that the "
-             "pipeline works and say nothing about DePT.")
 
 
 def _csv_value(value):
@@ -104,8 +103,9 @@ def _escape(text):
 def render_markdown(protocol, rows, title, intro=""):
     head, body = markdown_rows(protocol, rows)
     lines = [f"## {title}", ""]
-    if any(r.get("demo") for r in rows):
-        lines += [DEMO_NOTE, ""]
+    demo = next((r["demo"] for r in rows if r.get("demo")), None)
+    if demo:
+        lines += [demo_note(demo), ""]
     lines += [f"{intro}{LEGENDS[protocol]}", "",
               "Cells: mean ± std over seeds (std from two seeds on), then, in the paper's setting, "
               "(paper P, ours minus paper = that in units of the seeds' sd, and whether the paper's figure is "

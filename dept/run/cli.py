@@ -15,6 +15,7 @@ import sys
 from dept.core.build_config import CONFIGS_DIR
 from dept.run.backends import Callbacks, add_backend_arguments, make_backend
 from dept.run.demo import BANNER as DEMO_BANNER
+from dept.run.demo import CONFIG as DEMO_CONFIG
 from dept.run.demo import prepare_demo
 from dept.run.errors import Interrupted, UsageError
 from dept.run.execute import Executor
@@ -23,7 +24,7 @@ from dept.store.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS
 
 logger = logging.getLogger(__name__)
 DEFAULT_TRAINERS = ("CoOpDePT",)
-DEMO_TRAINERS = ("CoOp", "CoOpDePT")  # the demo shows DePT beside its method
+DEMO_TRAINERS = ("ZeroshotCLIP", "CoOp", "CoOpDePT")  # the trade-off: zero-shot, tuned, tuned with DePT
 
 
 def build_parser(protocol=PROTOCOLS["base2new"]):
@@ -94,8 +95,16 @@ def prepare(args, protocol):
             args.source, args.datasets = DEMO_SOURCE, list(DEMO_TARGETS)
         else:
             args.datasets = [DEMO_SOURCE]
-        args.config = args.config or "demo_tiny"
+        args.config = args.config or DEMO_CONFIG
         runner_opts = ["MODEL.BACKBONE.PATH", clip_path]
+    if args.demo and args.config == DEMO_CONFIG:
+        missing = [t for t in args.trainers
+                   if not os.path.isfile(os.path.join(args.configs_dir, "trainers", t, f"{DEMO_CONFIG}.yaml"))]
+        if missing:
+            raise UsageError(
+                f"{', '.join(missing)}: no demo config ({args.configs_dir}/trainers/<trainer>/{DEMO_CONFIG}.yaml). "
+                f"The demo runs each trainer's {DEMO_CONFIG}: its demo_tiny with the demo's pretrained CLIP; add one "
+                "holding `_BASE_: demo_tiny.yaml` and `MODEL: {BACKBONE: {NAME: \"tiny-digits\"}}`")
     planner = Planner(args, protocol, runner_opts)
     cells = [planner.cell(trainer, shots) for trainer in args.trainers for shots in args.shots]
     chains = planner.chains(cells)
