@@ -14,8 +14,8 @@ setup(
     version="0.1.0",
     description="Decoupled Prompt Tuning (DePT, CVPR 2024) as a Dassl.pytorch plugin",
     python_requires=">=3.9",
-    packages=["dept", "dept.core", "dept.util", "dept.store", "dept.results", "dept.run", "dept.run.backends", "dept.analysis",
-              "dept.trainers", "dept.datasets"],
+    packages=["dept", "dept.core", "dept.util", "dept.store", "dept.results", "dept.run", "dept.run.backends",
+              "dept.analysis", "dept.trainers", "dept.datasets"],
     package_dir={"dept": "dept", "dept.trainers": "trainers", "dept.datasets": "datasets"},
     package_data={"dept": ["reference/*.csv"]},
     install_requires=[
