@@ -5,7 +5,7 @@ family uses (``DescribableTextures``, ``ImageNet``, ...), idempotently and next 
 CoOp datasets (see ``dept.core.registry``). The shared machinery lives in ``base`` (``CoOpDataset``),
 ``splits``, ``fewshot``, ``images``, ``report``, ``checksums`` and ``check`` (``python -m dept
 data``); each other module holds one dataset (``imagenet_family`` what ImageNet and its variants
-share). The imports below load
+share; ``imagefolder`` the user's own images, ``DATASET.NAME ImageFolder``). The imports below load
 every dataset module, which is what registers them.
 """
 from .base import CoOpDataset
@@ -16,6 +16,7 @@ from .errors import DatasetError, DatasetNotFoundError, MissingImagesError, Unre
 from .eurosat import EuroSAT
 from .fgvc_aircraft import FGVCAircraft
 from .food101 import Food101
+from .imagefolder import ImageFolder
 from .imagenet import ImageNet
 from .imagenet_a import ImageNetA
 from .imagenet_family import ImageNetFamily, ImageNetTestSet
@@ -40,6 +41,6 @@ BENCHMARK = (
 __all__ = [
     "BENCHMARK", "CoOpDataset", "ImageNetFamily", "ImageNetTestSet", "CheckedDatasetWrapper", "check_image",
     "DatasetError", "DatasetNotFoundError", "MissingImagesError", "UnreadableImageError",
-    "subsample_classes", "prepare_digits", "Digits", "DigitsInverted",
+    "subsample_classes", "prepare_digits", "Digits", "DigitsInverted", "ImageFolder",
     *(cls.__name__ for cls in BENCHMARK),
 ]

@@ -68,13 +68,13 @@ class CoOpDataset(DatasetBase):
 
     def __init__(self, cfg):
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
+        self.dataset_dir = self.folder(cfg)
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
         self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIR)
         self.fewshot_cache = None
         self.notes = []
         check_mode = image_check_mode(cfg)  # a bad value fails here, before any reading
-        self.require(self.dataset_dir, "dataset folder", sources=[p.describe_source() for p in self.pieces])
+        self.require_folder()
         train, val, test = self.read_full_splits()
         train, val, test = self.select(cfg, train, val, test)
         super().__init__(train_x=train, val=val, test=test)
@@ -85,6 +85,14 @@ class CoOpDataset(DatasetBase):
     @property
     def name(self):
         return type(self).__name__
+
+    def folder(self, cfg):
+        """The dataset's folder: ``dataset_dir`` under the root (a user's own data: from its config)."""
+        return os.path.join(self.root, type(self).dataset_dir)
+
+    def require_folder(self):
+        """Raise, saying where to get it, when the dataset's folder is absent."""
+        self.require(self.dataset_dir, "dataset folder", sources=[p.describe_source() for p in self.pieces])
 
     def require(self, path, what, sources=None):
         """Raise ``DatasetNotFoundError`` naming ``path`` and where to get it, if it is absent."""

@@ -1,6 +1,7 @@
 """``python -m dept data <check|fetch-splits|prepare-demo>``: is the data where the loaders look?
 
-``check`` walks every benchmark dataset under ``--root`` and prints, per dataset, found / partial
+``check`` walks every benchmark dataset under ``--root`` (and ``imagefolder/``, your own images,
+when it is there) and prints, per dataset, found / partial
 / missing, the image counts of each split against the official sizes, and for every missing
 piece the exact path it belongs at and where to get it. It reads directory listings and split
 files only (no image is decoded unless ``--verify-images``), so it is cheap to run before a
@@ -22,21 +23,27 @@ logger = logging.getLogger(__name__)
 STATUS_ORDER = ("found", "partial", "missing")
 
 
-def _datasets(names):
-    """The dataset classes to walk: the benchmark, or the ones named (class or yaml-style name)."""
-    from dept.datasets import BENCHMARK, Digits, DigitsInverted
+def _datasets(names, root=None):
+    """The dataset classes to walk: the benchmark (and ImageFolder when ``<root>/imagefolder`` is
+    there), or the ones named (class or yaml-style name; ``ImageFolder:<folder>`` for your own images
+    in another folder than ``imagefolder``, as DATASET.IMAGEFOLDER.DIR names it)."""
+    from dept.datasets import BENCHMARK, Digits, DigitsInverted, ImageFolder
 
     def key(name):
         return name.lower().replace("-", "").replace("_", "")
 
-    everything = (*BENCHMARK, Digits, DigitsInverted)
+    everything = (*BENCHMARK, Digits, DigitsInverted, ImageFolder)
     known = {key(cls.__name__): cls for cls in everything}
     known.update({key(cls.dataset_dir): cls for cls in everything})
     if not names:
-        return list(BENCHMARK)
+        own = root is not None and os.path.isdir(os.path.join(os.path.expanduser(root), ImageFolder.dataset_dir))
+        return list(BENCHMARK) + ([ImageFolder] if own else [])
     picked = []
     for name in names:
+        name, _, folder = name.partition(":")
         cls = known.get(key(name)) or _registered(name)
+        if folder and cls is ImageFolder:  # a subclass only to say where: inspect reads ``dataset_dir``
+            cls = type(cls.__name__, (cls,), {"dataset_dir": folder, "__module__": cls.__module__})
         if cls is None:
             raise SystemExit(f"unknown dataset {name!r}; choose from {[c.__name__ for c in everything]}")
         picked.append(cls)
@@ -217,7 +224,8 @@ def build_parser():
         cmd.add_argument("--root", required=True, help="the data root (DATASET.ROOT, $DATA in DATASETS.md)")
         if name != "prepare-demo":
             cmd.add_argument("--dataset", nargs="+", default=[],
-                             help="only these datasets (names such as DescribableTextures, or folders such as dtd)")
+                             help="only these datasets (names such as DescribableTextures, or folders such as dtd; "
+                                  "ImageFolder:<folder> for your own images in another folder than imagefolder)")
     sub.choices["check"].add_argument("--verify-images", action="store_true",
                                       help="also decode every image (slow) to find truncated or corrupt files")
     sub.choices["fetch-splits"].add_argument("--force", action="store_true",
@@ -234,7 +242,7 @@ def main(argv=None):
         root = prepare_digits(args.root)
         sys.stdout.write(f"Digits demo ready under {root}/digits and {root}/digits_inverted\n")
         return 0
-    classes = _datasets(args.dataset)
+    classes = _datasets(args.dataset, args.root)
     if args.command == "fetch-splits":
         return 1 if fetch_splits(args.root, classes, force=args.force) else 0
     reports = check(args.root, classes, verify_images=args.verify_images)

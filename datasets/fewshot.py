@@ -12,7 +12,10 @@ What we add: ``plan_shots`` checks ``DATASET.NUM_SHOTS`` against the split befor
 carries), and a cache is matched item by item against the current split. Paths that differ only
 by the data root (the caches store absolute paths) are re-rooted in memory; a cache holding
 images that are not in the split, other labels, or the wrong count per class is stale: it is set
-aside as ``*.stale`` with a warning and a new sample is drawn (never silently used).
+aside as ``*.stale`` with a warning and a new sample is drawn (never silently used). The cache is
+read by ``safe_cache.load_cache``, which builds only ``Datum`` records and plain values: a cache
+naming anything else (a crafted file in a shared data root) is refused, set aside and rebuilt the
+same way, and nothing in it runs.
 """
 import collections
 import logging
@@ -22,6 +25,7 @@ import pickle
 from dept.util.files import atomic_open
 
 from .errors import DatasetConfigError
+from .safe_cache import RefusedCache, load_cache, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -190,17 +194,11 @@ def load_or_sample(dataset, splits, shots, cache_path, image_dir, dataset_name):
     if os.path.exists(cache_path):
         try:
             result = _load(cache_path, splits, shots, image_dir)
-        except StaleCache as err:
-            stale_path = f"{cache_path}.stale"
-            logger.warning(
-                "%s: few-shot cache %s does not match the current split (%s). It is moved to %s "
-                "and a new %d-shot sample is drawn.",
-                dataset_name, cache_path, err, stale_path, shots["train"],
-            )
-            try:
-                os.replace(cache_path, stale_path)
-            except OSError as move_err:
-                logger.warning("%s: could not move the stale cache aside (%s)", dataset_name, move_err)
+        except (StaleCache, RefusedCache) as err:
+            reason = (str(err) if isinstance(err, RefusedCache)  # it names the file
+                      else f"{cache_path} does not match the current split ({err})")
+            logger.warning("%s: few-shot cache %s. It is %s and rebuilt: a new %d-shot sample is drawn.",
+                           dataset_name, reason, set_aside(cache_path), shots["train"])
         else:
             logger.info("%s: loaded few-shot data from %s", dataset_name, cache_path)
             return result
@@ -211,9 +209,10 @@ def load_or_sample(dataset, splits, shots, cache_path, image_dir, dataset_name):
 
 def _load(cache_path, splits, shots, image_dir):
     try:
-        with open(cache_path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as err:  # any unpickling failure means the cache cannot be used
+        data = load_cache(cache_path)
+    except RefusedCache:
+        raise
+    except Exception as err:  # any other unpickling failure means the cache cannot be used
         raise StaleCache(f"cannot be unpickled: {type(err).__name__}: {err}") from err
     if not isinstance(data, dict):
         raise StaleCache(f"expected a dict, found {type(data).__name__}")

@@ -4,7 +4,9 @@ There is no split file: the lists are the class folders of ``images/train`` and 
 (labels = sorted WNID order, names from ``classnames.txt``), cached like CoOp in
 ``imagenet/preprocessed.pkl`` (``{"train": [Datum], "test": [Datum]}``, absolute paths) because
 listing 1.28M files takes minutes. A cache made under another data root is re-rooted in memory.
-Few-shot caches hold only ``{"train": [...]}``.
+Few-shot caches hold only ``{"train": [...]}``. Both caches are read by ``safe_cache.load_cache``
+(``Datum`` records and plain values only, nothing in them runs); a refused one is set aside as
+``*.stale`` and rebuilt, and ``classnames.txt`` is read as text lines.
 """
 import copy
 import logging
@@ -20,6 +22,7 @@ from .base import subsample_choice
 from .fewshot import StaleCache
 from .imagenet_family import ImageNetFamily, class_folders, classnames_piece, folder_entries
 from .report import folder_piece
+from .safe_cache import RefusedCache, load_cache, set_aside
 from .splits import entries_to_datums, subsample_classes
 
 logger = logging.getLogger(__name__)
@@ -86,13 +89,16 @@ class ImageNet(ImageNetFamily):
     def _load_preprocessed(self, path):
         """The cached lists, re-rooted to ``image_dir``; None (with a warning) if unusable."""
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f)
+            data = load_cache(path)
             if not isinstance(data, dict) or not all(isinstance(data.get(k), list) and data[k]
                                                      for k in ("train", "test")):
                 raise StaleCache("expected a dict with non-empty 'train' and 'test' lists")
             return {split: self._reroot(data[split]) for split in ("train", "test")}
-        except Exception as err:  # any failure means: list the folders again
+        except RefusedCache as err:
+            logger.warning("%s: %s. It is %s and rebuilt: the image folders are listed again.",
+                           self.name, err, set_aside(path))
+            return None
+        except Exception as err:  # any other failure means: list the folders again
             logger.warning("%s: %s is unusable (%s); listing the image folders instead", self.name, path, err)
             return None
 

@@ -120,6 +120,11 @@ def add_dept_config(cfg):
         # Before the first step, check every image the run will read: "quick" (header and end of
         # file: catches absent, empty, non-image and truncated files), "full" (decode), "none".
         "CHECK_IMAGES": "quick",
+        # Your own images (DATASET.NAME ImageFolder, dept.datasets.imagefolder; DATASETS.md, "Your own images").
+        "IMAGEFOLDER": CN({
+            "DIR": "imagefolder",  # its folder under DATASET.ROOT (an absolute path is taken as it is)
+            "CSV": "",  # "" = one folder per class; else a CSV (path,label[,split]) in that folder
+        }),
     }))
     add_missing(cfg.TRAIN, CN({
         # Strict determinism on GPU (torch.use_deterministic_algorithms, no cuDNN autotuning):
