@@ -31,7 +31,7 @@ from dept.version import __version__  # noqa: E402
 install_console_fallback()
 
 __all__ = ["add_dept_config", "register_all", "__version__", "DePTMixin", "PromptTrainer", "Method", "register_method",
-           "register"]
+           "register", "load"]
 
 
 def register_all():
@@ -74,6 +74,10 @@ def __getattr__(name):
         from dept.core import methods
 
         return getattr(methods, name)
+    if name == "load":
+        from dept.analysis.predict import load
+
+        return load
     if name == "register":
         from dept.core.registry import register
 

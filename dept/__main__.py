@@ -1,6 +1,6 @@
 """``python -m dept <command>``: the protocols (base2new, cross-dataset, dg, few-shot), a grid file,
-report, train, data (check, fetch-splits, ...), dassl-fix (Dassl's warm-up schedulers on current
-torch, for the whole environment)."""
+report, analyze, ablate, predict, train, data (check, fetch-splits, ...), dassl-fix (Dassl's warm-up
+schedulers on current torch, for the whole environment)."""
 import sys
 
 USAGE = """usage: python -m dept <command> [args]
@@ -15,6 +15,8 @@ commands (protocols: python -m dept <protocol> --help):
   analyze channels RUN_DIR... | --protocol
                 the paper's channel-bias analysis of trained runs (dept/analysis/channels_cli.py)
   ablate KEY VALUE...  a sweep of one config key through the runner, with its table and figure
+  predict --model-dir RUN IMAGE_OR_FOLDER... [--top-k 5] [--out preds.csv|.json]
+                a finished run's top-k classes per image (dept/analysis/predict_cli.py)
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
   data fetch-splits   download the CoOp split files (gdown) and verify their checksums
@@ -57,6 +59,10 @@ def main(argv=None):
         from dept.analysis.ablation_cli import main as ablate_main
 
         return ablate_main(rest)
+    if command == "predict":
+        from dept.analysis.predict_cli import main as predict_main
+
+        return predict_main(rest)
     if command == "train":
         from dept.run.train import cli
 

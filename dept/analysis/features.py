@@ -7,44 +7,11 @@ them (CLIP-Adapter's adapter) and the text features of its prompts. For a DePT r
 are also read through the CAT head's channel-wise transforms (cwT), the space its linear head sees.
 Nothing is written into the run's folder.
 """
-import contextlib
-import io
 import os
-import tempfile
 
+from dept.analysis.loaded import RunError, build_trainer, check_run  # noqa: F401 (this module's API)
 from dept.core.methods import learns
 from dept.store.layout import Layout
-from dept.store.record import CorruptRecord, read_record
-
-
-class RunError(ValueError):
-    """A folder the analysis cannot read as a finished training run."""
-
-
-def check_run(run_dir):
-    """The record of a finished run that has a model to analyse (raises ``RunError`` saying what to pass
-    instead); read before any compute, so that a mistake in the fifth folder costs nothing."""
-    if not os.path.isdir(run_dir):
-        raise RunError(f"{run_dir}: no such folder")
-    try:
-        record = read_record(run_dir)
-    except CorruptRecord as err:
-        raise RunError(f"{run_dir}: {err}") from None
-    if record is None:
-        raise RunError(f"{run_dir} is not a run folder (no dept_run.json): pass the output folder of a training run")
-    if record.get("status") != "finished":
-        raise RunError(f"{run_dir}: the run is not finished (status {record.get('status')}): run the command that "
-                       "started it again (it resumes), then analyse it")
-    trainer = record.get("trainer") or ""
-    if record.get("mode") == "eval" and learns(trainer):
-        raise RunError(f"{run_dir} evaluated a model trained elsewhere: pass the training run's folder "
-                       f"(its --model-dir: {_model_dir(record) or 'see its dept_run.json'})")
-    return record
-
-
-def _model_dir(record):
-    argv = record.get("argv") or []
-    return argv[argv.index("--model-dir") + 1] if "--model-dir" in argv[:-1] else None
 
 
 def feature_dim(record):
@@ -77,27 +44,6 @@ def _layout_key(run_dir):
         if key is not None:
             return key
     return None
-
-
-def build_trainer(run_dir, record, root=None):
-    """The run's trainer on every class of its dataset, with its trained tensors loaded."""
-    from dassl.engine import build_trainer as dassl_build_trainer
-
-    from dept.core.build_config import build_config
-
-    with tempfile.TemporaryDirectory(prefix="dept-analysis-") as tmp:
-        path = os.path.join(tmp, "recorded.yaml")
-        with open(path, "w") as f:
-            f.write(record["config"])
-        flags = ["DATASET.SUBSAMPLE_CLASSES", "all", "OUTPUT_DIR", tmp]
-        if root:
-            flags += ["DATASET.ROOT", root]
-        cfg = build_config(path, flags=flags)
-        with contextlib.redirect_stdout(io.StringIO()):  # Dassl's dataset and model summaries
-            trainer = dassl_build_trainer(cfg)
-            if learns(cfg.TRAINER.NAME):
-                trainer.load_model(run_dir)
-    return trainer
 
 
 def feed(trainer, measures):
