@@ -17,6 +17,7 @@ import os
 import sys
 
 from dept.analysis.ablation import ablation_rows, figure, render_csv, render_markdown
+from dept.analysis.grids import runner_argv
 from dept.results.figures import save_figure
 from dept.store.layout import ANALYSIS_DIR
 from dept.util.files import atomic_open
@@ -69,15 +70,9 @@ def main(argv=None):
 
 
 def _grid_argv(args, runner_args, fixed, value, dry_run=False):
-    out = ["--output", args.output, "--seeds", *map(str, args.seeds)] + (["--dry-run"] if dry_run else [])
-    shots = value if args.key in SHOTS_KEYS else str(args.shots)
-    out += ["--shots", shots, "--trainers", *(args.trainers or ["CoOp", "CoOpDePT"])]
-    if args.root and not args.demo:
-        out += ["--root", args.root]
-    if args.demo:
-        out.append("--demo")
-    if args.datasets:
-        out += ["--datasets", *args.datasets]
+    shots = value if args.key in SHOTS_KEYS else args.shots
+    out = runner_argv(args.output, args.seeds, shots, args.root, args.demo, args.datasets)
+    out += (["--dry-run"] if dry_run else []) + ["--trainers", *(args.trainers or ["CoOp", "CoOpDePT"])]
     if args.config:
         out += ["--config", args.config]
     opts = list(fixed) + ([] if args.key in SHOTS_KEYS else [args.key, value])

@@ -18,6 +18,7 @@ import sys
 from dept.analysis.channel_report import write_outputs
 from dept.analysis.channels import ChannelImportance, check_width, default_width
 from dept.analysis.features import RunError, build_trainer, check_run, describe, feature_dim, feed, spaces
+from dept.analysis.grids import runner_argv
 from dept.store.layout import ANALYSIS_DIR
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ def build_parser():
     p.add_argument("--out", default="", help=f"where the CSVs, table and figures go (default: <output>/{ANALYSIS_DIR}/"
                    "channels with --protocol, else ./channels)")
     p.add_argument("--window", type=int, default=None, help="channels per window (default: D/8, the paper's)")
-    p.add_argument("--root", default=os.environ.get("DATA", ""),
-                   help="dataset root, where it is not the one the runs recorded (default: $DATA with --protocol)")
+    p.add_argument("--root", default=None,
+                   help="dataset root, where it is not the one the runs recorded (default: the runs' own; $DATA "
+                        "with --protocol)")
     g = p.add_argument_group("with --protocol")
     g.add_argument("--output", default="output", help="the runner's output root")
     g.add_argument("--datasets", nargs="+", default=None, help="dataset config names (default: the demo's, or dtd)")
@@ -59,7 +61,6 @@ def main(argv=None):
             if not args.runs:
                 raise RunError("nothing to analyse: pass the folders of finished training runs, or --protocol")
             runs, out = args.runs, args.out or "channels"
-            args.root = args.root if "--root" in (argv or sys.argv) else ""
         written = analyse(runs, args.out or out, args.window, args.root or None)
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -102,13 +103,8 @@ def protocol_runs(args, runner_args):
     from dept.store.protocols import PROTOCOLS
 
     trainer = args.trainer
-    common = ["--output", args.output, "--seeds", *map(str, args.seeds), "--shots", str(args.shots)]
-    if args.root and not args.demo:
-        common += ["--root", args.root]
-    if args.demo:
-        common.append("--demo")
-    if args.datasets:
-        common += ["--datasets", *args.datasets]
+    root = os.environ.get("DATA", "") if args.root is None else args.root  # the runner's default data root
+    common = runner_argv(args.output, args.seeds, args.shots, root, args.demo, args.datasets)
     grids = (("few_shot", [trainer]), ("base2new", ["ZeroshotCLIP", trainer, f"{trainer}DePT"]))
     for name, trainers in grids:
         code = run_protocol(name, [*common, "--trainers", *trainers, *runner_args])

@@ -27,8 +27,8 @@ VIT_B16_ARCH = {"embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vis
 # demo's, pretrained on the digits (dept.run.demo_clip), and the tests' random one (dept.core.testing).
 TINY_CLIP = "tiny-random"
 DEMO_CLIPS = {
-    "tiny-digits": ("a tiny CLIP pretrained on the demo's digits", "a toy that shows the base-new trade-off, not the "
-                    "paper's setting"),
+    "tiny-digits": ("a tiny CLIP pretrained on the demo's digits", "a toy: it shows every step working, not the "
+                    "paper's setting or its claims"),
     TINY_CLIP: ("a random tiny CLIP", "its accuracies show that the pipeline works and say nothing about DePT"),
 }
 FILES = {"base2new": "dept_paper_base2new.csv", "cross_dataset": "dept_paper_cross_dataset.csv",

@@ -16,7 +16,7 @@ from dept.util.files import FileLock
 BANNER = (
     "DEMO: no dataset root configured (--root or $DATA), so this runs the embedded demo: scikit-learn's "
     "handwritten digits (base 0-4, new 5-9) on a tiny CLIP pretrained on the digits' train split. A toy that "
-    "shows the base-new trade-off, not the paper's setting. Point --root at real data for real numbers."
+    "shows every step working, not the paper's setting or its claims. Point --root at real data for real numbers."
 )
 CONFIG = "demo_digits"  # every trainer's demo config: demo_tiny's settings with the pretrained CLIP's name
 
