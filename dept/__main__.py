@@ -1,5 +1,5 @@
 """``python -m dept <command>``: the protocols (base2new, cross-dataset, dg, few-shot), a grid file,
-report, analyze, ablate, predict, train, data (check, fetch-splits, ...), dassl-fix (Dassl's warm-up
+report, analyze, ablate, predict, export, train, data (check, fetch-splits, ...), dassl-fix (Dassl's warm-up
 schedulers on current torch, for the whole environment)."""
 import sys
 
@@ -17,6 +17,8 @@ commands (protocols: python -m dept <protocol> --help):
   ablate KEY VALUE...  a sweep of one config key through the runner, with its table and figure
   predict --model-dir RUN IMAGE_OR_FOLDER... [--top-k 5] [--out preds.csv|.json]
                 a finished run's top-k classes per image (dept/analysis/predict_cli.py)
+  export --model-dir RUN OUT.pt
+                one file with what a run learned, its classes and its CLIP's identity (dept.load reads it)
   train         the train.py command line (train or evaluate one run)
   data check    report which datasets under --root are complete, partial or missing
   data fetch-splits   download the CoOp split files (gdown) and verify their checksums
@@ -63,6 +65,10 @@ def main(argv=None):
         from dept.analysis.predict_cli import main as predict_main
 
         return predict_main(rest)
+    if command == "export":
+        from dept.analysis.export import main as export_main
+
+        return export_main(rest)
     if command == "train":
         from dept.run.train import cli
 

@@ -96,3 +96,73 @@ def test_an_unfinished_run_is_refused_before_any_compute(run, tmp_path):
     proc = dept(cwd, "predict", "--model-dir", str(copy), str(data / "images" / "zero"), ok=False)
     assert "the run is not finished (status running)" in proc.stderr
     assert "Evaluating" not in proc.stdout + proc.stderr  # nothing was built
+
+
+def test_another_class_list_gets_the_learned_prompts_by_itm_as_the_new_class_evaluation(run, tmp_path):
+    """``--classes``: the run's prompts on names it never saw are the paper's new-class path, so on the
+    digits' new classes they give exactly the accuracy of the runner's own new-class evaluation."""
+    import dept as package
+
+    cwd, run_dir, data = run
+    new = ["five", "six", "seven", "eight", "nine"]
+    clf = package.load(str(run_dir), classes=new)
+    assert clf.classes == new and clf.mode == "itm"  # the CAT head never saw these classes
+    images = base_test_images(data, new)
+    predictions = clf.predict([path for path, _ in images])
+    accuracy = 100 * sum(p[0][0] == name for p, (_, name) in zip(predictions, images)) / len(images)
+    test_new = str(run_dir).replace(os.sep + "train_base" + os.sep, os.sep + "test_new" + os.sep)
+    with open(os.path.join(test_new, "dept_run.json")) as f:
+        assert accuracy == pytest.approx(json.load(f)["result"]["accuracy"], abs=1e-9)
+    # its own classes by name keep the fused prediction (the head was trained on each of them)
+    assert package.load(str(run_dir), classes=["two", "zero"]).mode == "fused (logits)"
+
+    names = tmp_path / "names.txt"
+    names.write_text("# my classes\nseven\n\neight\n")
+    proc = dept(cwd, "predict", "--model-dir", str(run_dir), "--classes", str(names), str(data / "images" / "seven"),
+                "--out", str(tmp_path / "p.json"))
+    with open(tmp_path / "p.json") as f:
+        out = json.load(f)
+    assert out["classes"] == ["seven", "eight"] and out["mode"] == "itm", proc.stderr
+    names.write_text("# nothing\n\n")
+    assert "holds no class name" in dept(cwd, "predict", "--model-dir", str(run_dir), "--classes", str(names),
+                                         str(data / "images" / "seven"), ok=False).stderr
+    with pytest.raises(ValueError, match="more than once"):
+        package.load(str(run_dir), classes=["seven", "seven"])
+
+
+def test_an_export_is_one_plain_file_that_predicts_as_the_run_without_its_dataset(run, tmp_path):
+    import torch
+
+    import dept as package
+    from dept.analysis.loaded import RunError
+    from dept.core.testing import save_tiny_clip
+
+    cwd, run_dir, data = run
+    out = tmp_path / "coop_dept.pt"
+    proc = dept(cwd, "export", "--model-dir", str(run_dir), str(out))
+    assert "CoOpDePT, 5 classes" in proc.stdout and "DePT head on 5 classes" in proc.stdout
+    content = torch.load(out, weights_only=True)  # plain tensors, strings and lists: nothing runs
+    assert content["classes"] == ["zero", "one", "two", "three", "four"] == content["head_classes"]
+    tensors = content["state_dict"]
+    assert "prompt_learner.ctx" in tensors and any(k.startswith("dept_head.") for k in tensors)
+    assert len(content["clip"]["sha256"]) == 64 and "OUTPUT_DIR" in content["config"]
+
+    images = [path for path, _ in base_test_images(data, content["classes"])][:40]
+    expected = package.load(str(run_dir)).probabilities(images)
+    hidden = data.parent / "digits-moved-away"
+    os.rename(data, hidden)  # the export needs no dataset
+    try:
+        readable = [str(p).replace(str(data), str(hidden)) for p in images]
+        clf = package.load(str(out))
+        assert clf.classes == content["classes"] and clf.mode == "fused (logits)"
+        assert torch.equal(clf.probabilities(readable), expected)
+        assert package.load(str(out), classes=["five", "six"]).mode == "itm"
+    finally:
+        os.rename(hidden, data)
+
+    other = save_tiny_clip(str(tmp_path / "other_clip.pt"), seed=7)
+    with pytest.raises(RunError, match="is another file"):
+        package.load(str(out), clip=other)
+    (tmp_path / "not_export.pt").write_bytes(b"\x80\x04K\x01.")  # pickle of the int 1
+    with pytest.raises(RunError, match="not a dept export"):
+        package.load(str(tmp_path / "not_export.pt"))

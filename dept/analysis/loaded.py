@@ -40,24 +40,52 @@ def _model_dir(record):
     return argv[argv.index("--model-dir") + 1] if "--model-dir" in argv[:-1] else None
 
 
-def build_trainer(run_dir, record, root=None, classes="all"):
+def build_trainer(run_dir, record, root=None, classes="all", class_names=None):
     """The run's trainer with its trained tensors loaded, on ``classes`` of its dataset: "all" (every
     class: the analysis), or None for the classes the run itself had (its DATASET.SUBSAMPLE_CLASSES:
-    the base classes of a base-to-new training run; what a prediction uses)."""
+    the base classes of a base-to-new training run; what a prediction uses). With ``class_names`` (a
+    list), on those names instead, with the dataset's templates and without reading its data
+    (``dept.core.class_list``): the learned prompts on another class list."""
+    from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import build_trainer as dassl_build_trainer
 
     from dept.core.build_config import build_config
+    from dept.core.class_list import ClassList, class_list
 
     with tempfile.TemporaryDirectory(prefix="dept-loaded-") as tmp:
         path = os.path.join(tmp, "recorded.yaml")
         with open(path, "w") as f:
             f.write(record["config"])
+        classes = "all" if class_names is not None else classes  # the head's own check reads its classes
         flags = ["OUTPUT_DIR", tmp] + (["DATASET.SUBSAMPLE_CLASSES", classes] if classes else [])
         if root:
             flags += ["DATASET.ROOT", root]
         cfg = build_config(path, flags=flags)
-        with contextlib.redirect_stdout(io.StringIO()):  # Dassl's dataset and model summaries
+        names = None
+        if class_names is not None:
+            _needs_prompt_trainer(cfg.TRAINER.NAME, "another class list")
+            names = ClassList.of_dataset(DATASET_REGISTRY._obj_map.get(cfg.DATASET.NAME), class_names)
+        with contextlib.redirect_stdout(io.StringIO()), class_list(names):  # Dassl's dataset and model summaries
             trainer = dassl_build_trainer(cfg)
             if learns(cfg.TRAINER.NAME):
                 trainer.load_model(run_dir)
     return trainer
+
+
+def _needs_prompt_trainer(name, what):
+    """A trainer that is not dept's own (a CoOp-family class DePT was put on) reads its dataset itself:
+    it cannot be built on a class list without data."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    from dept.core.trainer import PromptTrainer
+
+    cls = TRAINER_REGISTRY._obj_map.get(name)
+    if cls is not None and not issubclass(cls, PromptTrainer):
+        raise RunError(f"{name} builds its model from its dataset itself (it is not a dept PromptTrainer): "
+                       f"{what} needs one of dept's trainers ({', '.join(sorted(_dept_trainers()))[:200]}...)")
+
+
+def _dept_trainers():
+    from dept.core.methods import trainers
+
+    return trainers()

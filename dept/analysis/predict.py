@@ -13,20 +13,43 @@ the class scores are the trainer's own ``predict``: for a DePT run on its classe
 import contextlib
 import io
 import logging
+import os
 
-from dept.analysis.loaded import build_trainer, check_run
+from dept.analysis.loaded import RunError, build_trainer, check_run
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def load(run_dir, root=None):
-    """The classifier of a finished training run (``Classifier``); ``root`` is the dataset root where it
-    is not the one the run recorded (its class names come from the dataset). Raises ``RunError`` for
-    a folder that is not a finished run, before any compute."""
+def load(run_dir, root=None, classes=None, clip=""):
+    """The classifier of a finished training run (``Classifier``), or of an export file of one
+    (``python -m dept export``: no dataset needed; ``clip`` the CLIP file it was trained with, where its
+    config does not find it). Raises ``RunError`` for a folder that is not a finished run, an export
+    made with another CLIP, or an empty class list, before any compute.
+
+    ``root``: the dataset root where it is not the one the run recorded (a run folder's class names
+    come from its dataset). ``classes``: other class names (a list, or a text file with one per line):
+    the learned prompts classify them by ITM, the new-class path of the paper (the DePT head is fused
+    in only where it was trained on every one of them)."""
+    from dept.core.class_list import read_class_names
+
+    if isinstance(classes, str):
+        classes = read_class_names(classes)
+    if classes is not None:
+        from dept.core.class_list import ClassList
+
+        try:
+            classes = ClassList(list(classes)).classnames  # empty, blank or repeated names: refused here
+        except ValueError as err:
+            raise RunError(str(err)) from None
+    if os.path.isfile(run_dir):
+        from dept.analysis.export import build_exported
+
+        trainer, record = build_exported(run_dir, clip, classes)
+        return Classifier(trainer, record)
     record = check_run(run_dir)
-    return Classifier(build_trainer(run_dir, record, root, classes=None), record)
+    return Classifier(build_trainer(run_dir, record, root, classes=None, class_names=classes), record)
 
 
 def read_image(path):

@@ -1,7 +1,7 @@
 """``python -m dept predict``: a finished run's top-k classes for images or folders of images.
 
-    python -m dept predict --model-dir RUN IMAGE_OR_FOLDER... [--top-k 5] [--out preds.csv|.json]
-        [--root DATA] [--batch-size 64]
+    python -m dept predict --model-dir RUN|EXPORT.pt IMAGE_OR_FOLDER... [--classes names.txt] [--top-k 5]
+        [--out preds.csv|.json] [--root DATA] [--clip FILE] [--batch-size 64]
 
 Rows are (path, rank, class, probability), rank 1 the most probable; without ``--out`` they go to
 stdout as CSV. A folder contributes its image files (by suffix, recursively). An image that cannot be
@@ -16,7 +16,8 @@ import os
 import sys
 
 from dept.analysis.loaded import RunError, check_run
-from dept.analysis.predict import IMAGE_SUFFIXES, Classifier, read_image
+from dept.analysis.predict import IMAGE_SUFFIXES, load, read_image
+from dept.core.class_list import read_class_names
 
 logger = logging.getLogger(__name__)
 FIELDS = ("path", "rank", "class", "probability")
@@ -25,7 +26,13 @@ FIELDS = ("path", "rank", "class", "probability")
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m dept predict", description=__doc__.splitlines()[0])
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
-    p.add_argument("--model-dir", required=True, help="the output folder of a finished training run")
+    p.add_argument("--model-dir", required=True,
+                   help="the output folder of a finished training run, or an export of one (python -m dept export)")
+    p.add_argument("--classes", default="", metavar="NAMES.txt",
+                   help="classify into these classes (one name per line) with the learned prompts (ITM, the "
+                        "new-class path) instead of the run's own")
+    p.add_argument("--clip", default="", help="for an export: the CLIP file it was trained with, where its config "
+                                              "does not find it")
     p.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first (default 1)")
     p.add_argument("--out", default="", help="a .csv or .json file (default: CSV on stdout)")
     p.add_argument("--root", default="", help="dataset root, where it is not the one the run recorded")
@@ -94,16 +101,17 @@ def main(argv=None):
             raise RunError("--top-k must be at least 1")
         if args.out and not args.out.lower().endswith((".csv", ".json")):
             raise RunError(f"--out {args.out}: name a .csv or .json file")
-        record = check_run(args.model_dir)
+        classes = read_class_names(args.classes) if args.classes else None
+        if not os.path.isfile(args.model_dir):
+            check_run(args.model_dir)  # before the images are listed: a wrong folder costs nothing
         paths = image_paths(args.images)
         if not paths:
             raise RunError(f"no image files in {' '.join(args.images)} (suffixes {' '.join(IMAGE_SUFFIXES)})")
-    except RunError as err:
+        classifier = load(args.model_dir, args.root or None, classes=classes, clip=args.clip)
+    except (RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from dept.analysis.loaded import build_trainer
-
-    classifier = Classifier(build_trainer(args.model_dir, record, args.root or None, classes=None), record)
+    record = classifier.record
     rows, skipped = predict_paths(classifier, paths, args.top_k, args.batch_size)
     write(rows, skipped, args.out, classifier, args.model_dir)
     logger.info("%d images predicted with %s (%s, %d classes)%s", len(paths) - len(skipped),

@@ -34,6 +34,8 @@ from dassl.metrics import compute_accuracy
 from dassl.utils import AverageMeter, MetricMeter
 from tqdm import tqdm
 
+from dept.core.class_list import ClassesOnly
+from dept.core.class_list import active as active_class_list
 from dept.core.clip_loader import PRECISIONS, clip_summary, load_clip
 from dept.core.config import dept_options
 from dept.core.interpret import nearest_words, per_class
@@ -112,8 +114,9 @@ class PromptTrainer(TrainerX):
         from dassl.data import DataManager
         from dassl.data.datasets import DATASET_REGISTRY
 
+        dm = ClassesOnly(active_class_list()) if active_class_list() is not None else None  # no data: predictions
         dataset_cls = DATASET_REGISTRY._obj_map.get(self.cfg.DATASET.NAME)
-        dm = DataManager(self.cfg, dataset_wrapper=getattr(dataset_cls, "dataset_wrapper", None))
+        dm = dm or DataManager(self.cfg, dataset_wrapper=getattr(dataset_cls, "dataset_wrapper", None))
         self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
         self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
         self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
