@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dassl.data.data_manager import DatasetWrapper
 from PIL import Image
 
+from dept.util.images import open_image
+
 from .errors import UnreadableImageError
 
 # What PIL raises for absent, truncated, corrupt or oversized files (UnidentifiedImageError is an
@@ -41,7 +43,7 @@ JPEG_FORMATS = ("JPEG", "MPO")  # MPO: several JPEGs in one file (some cameras);
 def check_image(path):
     """None if ``path`` decodes as an RGB image, else the reason (a short string)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.convert("RGB")
     except IMAGE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
@@ -98,7 +100,7 @@ def _inspect(path):
     if info.st_size == 0:
         return "empty file (0 bytes)", None
     try:
-        with Image.open(path) as img:  # by path, so that PIL's messages name the file
+        with open_image(path) as img:  # by path, so that PIL's messages name the file
             image_format = img.format
         with open(path, "rb") as f:
             content, padding = _end_of_content(f, info.st_size)
@@ -159,6 +161,8 @@ class CheckedDatasetWrapper(DatasetWrapper):
 
     def __getitem__(self, idx):
         try:
+            with open_image(self.data_source[idx].impath):  # header only: Dassl's reader opens it next
+                pass
             return super().__getitem__(idx)
         except IMAGE_ERRORS as err:
             impath = self.data_source[idx].impath

@@ -159,3 +159,50 @@ def test_test_only_sets_check_their_one_list_once(tmp_path):
     keep_bytes(tree.lists["test"][0][0], count=0)
     with pytest.raises(UnreadableImageError, match="1 of 9 images"):
         build_dataset(make_cfg(tmp_path, name="ImageNetA"))
+
+
+# -- only the decoders of photos ---------------------------------------------------------------
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_files_of_other_formats_never_reach_their_decoders(tmp_path):
+    """A PostScript file (which PIL would hand to Ghostscript) or a Photoshop file in a data folder
+    is "not an image" to every reader of the package, though PIL itself identifies it."""
+    import io
+
+    from dept.analysis.predict import read_image
+    from dept.util.images import open_image
+
+    eps = tmp_path / "cat.jpg"
+    eps.write_bytes(EPS)
+    psd = tmp_path / "dog.png"
+    buffer = io.BytesIO()
+    noise(8).save(buffer, "TGA")  # a format PIL reads and photos are not in
+    psd.write_bytes(buffer.getvalue())
+    assert Image.open(eps).format == "EPS"  # what an unrestricted open would decode
+    for path in (eps, psd):
+        with pytest.raises(OSError, match="other formats are not read"):
+            open_image(path)
+        assert "other formats are not read" in check_image(str(path))
+        with pytest.raises(OSError):
+            read_image(str(path))
+    assert [p for p, _ in find_bad_images([str(eps), str(psd)], "quick")] == [str(eps), str(psd)]
+    noise(8).save(tmp_path / "ok.png")
+    with open_image(tmp_path / "ok.png") as img:
+        assert img.format == "PNG" and check_image(str(tmp_path / "ok.png")) is None
+
+
+def test_a_file_of_another_format_fails_in_the_loader_too_when_the_check_is_off(tmp_path):
+    from dassl.data.data_manager import build_data_loader
+    from dept.datasets.images import CheckedDatasetWrapper
+
+    tree = build_tree("DescribableTextures", tmp_path)
+    bad = tree.lists["test"][0][0]
+    with open(bad, "wb") as f:
+        f.write(EPS)
+    cfg = make_cfg(tmp_path, check="none")
+    dataset = build_dataset(cfg)
+    loader = build_data_loader(cfg, sampler_type="SequentialSampler", data_source=dataset.test, batch_size=4,
+                               tfm=None, is_train=False, dataset_wrapper=CheckedDatasetWrapper)
+    with pytest.raises(UnreadableImageError, match="other formats are not read"):
+        next(iter(loader))

@@ -54,9 +54,9 @@ def load(run_dir, root=None, classes=None, clip=""):
 
 def read_image(path):
     """The image at ``path`` as RGB (PIL); raises ``OSError`` (or ``ValueError``) when it cannot be read."""
-    from PIL import Image
+    from dept.util.images import open_image
 
-    with Image.open(path) as image:
+    with open_image(path) as image:
         return image.convert("RGB")
 
 
