@@ -18,6 +18,8 @@ naming anything else (a crafted file in a shared data root) is refused, set asid
 same way, and nothing in it runs.
 """
 import collections
+import contextlib
+import contextvars
 import logging
 import os
 import pickle
@@ -32,6 +34,20 @@ logger = logging.getLogger(__name__)
 FEWSHOT_DIR = "split_fewshot"
 VAL_SHOTS_CAP = 4  # CoOp: val keeps min(K, 4) images per class
 MAX_NAMED_CLASSES = 20  # a note names at most this many short classes (smallest first), then counts the rest
+
+_EVALUATION_ONLY = contextvars.ContextVar("dept_evaluation_only", default=False)
+
+
+@contextlib.contextmanager
+def evaluation_only():
+    """Datasets built inside are read by an evaluation (``--eval-only``): its K-shot training list is
+    drawn as the CoOp family draws it but never read, so K is not checked against the classes' sizes
+    (a cross-dataset target of your own may have classes with fewer than K training images)."""
+    token = _EVALUATION_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _EVALUATION_ONLY.reset(token)
 
 
 def plan_shots(dataset_name, num_shots, train, val=None, labels=None, scope=""):
@@ -69,6 +85,8 @@ def plan_shots(dataset_name, num_shots, train, val=None, labels=None, scope=""):
     kept = sorted(names) if labels is None else list(labels)
     if not kept:  # no training data at all: nothing to sample, Dassl reports the empty dataset
         return shots, []
+    if _EVALUATION_ONLY.get():
+        return shots, []  # sampled for Dassl's loaders, never trained on: nothing to check or report
     counts = collections.Counter(item.label for item in train)
     largest = max(kept, key=lambda y: counts[y])
     if num_shots > counts[largest]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from dassl.data.datasets import DATASET_REGISTRY
 
 from dept.core.registry import register
-from dept.util.files import atomic_open
+from dept.util.files import atomic_open, sha256
 
 from .base import CoOpDataset, image_check_mode
 from .errors import DatasetConfigError, DatasetNotFoundError, MissingImagesError, SplitFileError, UnreadableImageError
@@ -414,6 +414,9 @@ class ImageFolder(CoOpDataset):
             split = self.make_split_file(listing, path, found)
         else:
             logger.info("ImageFolder: reusing the split %s (it matches %s)", path, self.dataset_dir)
+        # what a run's record keeps of the data it used: a new split (DEPT_REBUILD_SPLIT=1) makes every run
+        # made with the old one stale (dept.store.verify), not a number reused for other images
+        self.split_identity = {"split_file": path, "sha256": sha256(path)} if os.path.isfile(path) else None
         notes = split_notes(split)
         for note in notes:
             logger.warning("%s", note)

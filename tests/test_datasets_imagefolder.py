@@ -340,7 +340,40 @@ def test_base_to_new_through_the_runner_then_cross_dataset(tmp_path, tiny_clip_f
                     "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "imagefolder.yaml"),
                     "--config-file", os.path.join(REPO, "configs", "trainers", "CoOpDePT", "demo_tiny.yaml"),
                     "--output-dir", str(tmp_path / "eval_flowers"), "--eval-only", "--model-dir",
-                    runs.format("train_base"), "MODEL.BACKBONE.PATH", tiny_clip_file, "DATASET.NUM_SHOTS", "2",
+                    runs.format("train_base"), "MODEL.BACKBONE.PATH", tiny_clip_file, "DATASET.NUM_SHOTS", "16",
                     "DATASET.IMAGEFOLDER.DIR", "flowers"])
     assert trainer.dm.dataset.classnames == ["daisy", "rose", "tulip"] and not trainer._head_active
     assert trainer.test_result is not None
+    # a target is only evaluated: 16 shots, more than any of its classes has, is neither refused nor noted
+    assert not any("shots" in note or "fewer than" in note for note in trainer.notes)
+
+    # runs are tied to the split they used: after a new split, the old model is not evaluated on it, and the
+    # runner runs its runs again instead of reusing numbers made on other images
+    with open(os.path.join(runs.format("train_base"), "dept_run.json")) as f:
+        old = json.load(f)["data"]
+    assert old["split_file"] == os.path.join(str(tmp_path / "data"), "imagefolder", SPLIT_FILE)
+    assert len(old["sha256"]) == 64
+    for i in range(3):
+        write_image(os.path.join(str(tmp_path / "data"), "imagefolder", "cat", f"new{i}.png"), seed=900 + i)
+    os.environ[REBUILD_ENV] = "1"
+    try:
+        with pytest.raises(ValueError, match="trained on another split of these images"):
+            main(["--root", str(tmp_path / "data"), "--trainer", "CoOpDePT", "--seed", "1",
+                  "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "imagefolder.yaml"),
+                  "--config-file", os.path.join(REPO, "configs", "trainers", "CoOpDePT", "demo_tiny.yaml"),
+                  "--output-dir", str(tmp_path / "eval_new_split"), "--eval-only", "--model-dir",
+                  runs.format("train_base"), "MODEL.BACKBONE.PATH", tiny_clip_file, "DATASET.NUM_SHOTS", "2",
+                  "DATASET.SUBSAMPLE_CLASSES", "base"])
+    finally:
+        del os.environ[REBUILD_ENV]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dept", "base2new", "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
+         "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(out), "--",
+         "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "it ran on another split of its images" in proc.stdout + proc.stderr
+    for stage in ("train_base", "test_new"):
+        with open(os.path.join(runs.format(stage), "dept_run.json")) as f:
+            record = json.load(f)
+        assert record["status"] == "finished" and record["data"]["sha256"] != old["sha256"]

@@ -143,6 +143,10 @@ class Executor:
                                    + ("; its checkpoints are set aside" if has_checkpoints(d) else "") + ")"])
         if state == "other_settings" or (verdict.differences and key.trains and has_checkpoints(d)):
             return self._mismatch(run, verdict)
+        if state == "other_data":  # its checkpoints were trained on other images: set aside, never resumed
+            return Decision("run", short="ran on another split", unverified=has_checkpoints(d),
+                            notes=[f"{verdict.problem}: it is run again on the new split"
+                                   + ("; its checkpoints are set aside" if has_checkpoints(d) else "")])
         if state == "no_result":
             return Decision("run", short="finished without a usable result",
                             notes=[f"its record says finished but {verdict.problem}: it is run again"])

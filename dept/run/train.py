@@ -12,6 +12,7 @@ state and ends with one line; the same command resumes it. Errors are printed on
 (``python -m dept.run.train`` is what the protocol runner runs for each run.)
 """
 import argparse
+import contextlib
 import difflib
 import logging
 import os
@@ -144,19 +145,43 @@ def _check_previous(cfg, mode):
         logger.warning("%s; it is replaced.", err)
         return
     if previous is None or mode != "train":
-        return
+        return previous
     try:
         found = differences(previous.get("config") or "", cfg)
     except Exception as err:  # noqa: BLE001  (a config that is not yaml: the checkpoints' own configs decide)
         logger.warning("%s/dept_run.json holds a config that cannot be read (%s: %s); it is replaced, and a "
                        "checkpoint is resumed only if its own config is this run's.", cfg.OUTPUT_DIR,
                        type(err).__name__, err)
-        return
+        return previous
     if found and has_checkpoints(cfg.OUTPUT_DIR):
         raise ValueError(
             f"{cfg.OUTPUT_DIR} holds a run with other settings ({format_differences(found)}); continuing "
             "there would mix them. Use another --output-dir, or move that folder away to train anew."
         )
+    return previous
+
+
+def _check_same_data(cfg, mode, data, previous, model_dir):
+    """A model trained on one split of a folder of images is not continued, nor evaluated, on another
+    split of the same folder (made anew with DEPT_REBUILD_SPLIT=1): its test images may be ones it
+    trained on. ``data``: what this run's dataset recorded (``split_identity``)."""
+    if not data or not data.get("sha256"):
+        return
+    if mode == "train" and has_checkpoints(cfg.OUTPUT_DIR):
+        other, where = (previous or {}).get("data") or {}, f"{cfg.OUTPUT_DIR} holds a run"
+        fix = "Use another --output-dir, or move that folder away to train anew."
+    elif mode == "eval" and model_dir:
+        try:
+            other = (read_record(model_dir) or {}).get("data") or {}
+        except CorruptRecord:
+            return
+        where = f"The model in {model_dir} was"
+        fix = "Train it again on this split (the runner does so itself for the runs it made)."
+    else:
+        return
+    if other.get("split_file") == data.get("split_file") and other.get("sha256") not in (None, data["sha256"]):
+        raise ValueError(f"{where} trained on another split of these images: {data['split_file']} was made anew "
+                         f"since (DEPT_REBUILD_SPLIT=1), and its test images may be ones it trained on. {fix}")
 
 
 def _session_accuracy(log_path, offset, mode):
@@ -185,7 +210,7 @@ def main(argv=None):
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     lock = _lock(cfg.OUTPUT_DIR)
     try:
-        _check_previous(cfg, mode)
+        ran["previous"] = _check_previous(cfg, mode)
         record = new_record(cfg, mode, sys.argv[1:] if argv is None else argv)
         write_record(cfg.OUTPUT_DIR, record)
         with interrupts.handle_interrupts(), run_log(cfg.OUTPUT_DIR) as log_path:
@@ -250,8 +275,14 @@ def _run(args, cfg, record, ran):
     logger.info("Config:\n%s", cfg)
     logger.info("System info:\n%s", collect_env_info())
 
-    trainer = ran["trainer"] = build_trainer(cfg)
+    from dept.datasets.fewshot import evaluation_only
+
+    with evaluation_only() if args.eval_only else contextlib.nullcontext():  # its K-shot list is never read
+        trainer = ran["trainer"] = build_trainer(cfg)
     record["clip"] = getattr(trainer, "clip_info", None)
+    # the data it ran on, where a dataset can say (ImageFolder: its split file's sha256; dept.store.verify)
+    record["data"] = getattr(getattr(getattr(trainer, "dm", None), "dataset", None), "split_identity", None)
+    _check_same_data(cfg, "eval" if args.eval_only else "train", record["data"], ran.get("previous"), args.model_dir)
     if args.eval_only:
         if not getattr(trainer, "trained", True):
             if args.model_dir:

@@ -84,7 +84,8 @@ def new_record(cfg, mode, argv):
 
 
 # The fields a record's readers rely on, and the types they may have (None: absent or empty).
-FIELD_TYPES = {"status": str, "config": str, "checkpoint": dict, "clip": dict, "notes": list, "trainer": str}
+FIELD_TYPES = {"status": str, "config": str, "checkpoint": dict, "clip": dict, "notes": list, "trainer": str,
+               "data": dict}
 
 
 def shape_problem(record):

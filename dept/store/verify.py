@@ -74,7 +74,8 @@ class Verdict:
     """What is in a run folder: ``state`` "counted" (finished, verified), or why it does not count.
 
     States: absent, foreign (a log but no record: an older version or another tool), corrupt,
-    running, interrupted, failed (as recorded), other_settings, no_result, checkpoint (a training
+    running, interrupted, failed (as recorded), other_settings, no_result, other_data (its dataset's
+    split file was made anew since it ran), checkpoint (a training
     run's final checkpoint is unusable), other_checkpoint (an evaluation of another checkpoint),
     unverifiable (what the folder stands for cannot be built: no config file, an unknown trainer).
     """
@@ -125,6 +126,20 @@ def final_checkpoint_problem(record, directory):
     return None
 
 
+def data_problem(record):
+    """Why the data a run recorded is not the data there now (its split file was remade since: a run of
+    your own images after DEPT_REBUILD_SPLIT=1), or None. A split file that is not there cannot be
+    compared (a data root moved): the run itself checks its folder when it runs."""
+    data = record.get("data") or {}
+    path, recorded = data.get("split_file"), data.get("sha256")
+    if not path or not recorded or not os.path.isfile(path):
+        return None
+    if sha256(path) != recorded:
+        return (f"it ran on another split of its images: {path} was made anew since (DEPT_REBUILD_SPLIT=1), so "
+                "its number is for other train/test images")
+    return None
+
+
 def verify(directory, expected, train_record=None, trained=True):
     """The ``Verdict`` on ``directory``, the folder of ``expected.key``'s run.
 
@@ -161,6 +176,9 @@ def verify(directory, expected, train_record=None, trained=True):
     value, why = accuracy(record)
     if value is None:
         return Verdict("no_result", record, problem=why)
+    changed = data_problem(record)
+    if changed:
+        return Verdict("other_data", record, problem=changed)
     if trained and key.trains:
         problem = final_checkpoint_problem(record, directory)
         if problem:
