@@ -377,3 +377,22 @@ def test_base_to_new_through_the_runner_then_cross_dataset(tmp_path, tiny_clip_f
         with open(os.path.join(runs.format(stage), "dept_run.json")) as f:
             record = json.load(f)
         assert record["status"] == "finished" and record["data"]["sha256"] != old["sha256"]
+
+
+def test_few_shot_with_a_visual_prompt_method_through_the_runner(tmp_path, tiny_clip_file):
+    """The few-shot protocol on your folder with a method that prompts the image encoder (MaPLe + DePT)."""
+    make_folder(tmp_path / "data")
+    out = tmp_path / "output"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dept", "few-shot", "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
+         "--trainers", "MaPLeDePT", "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(out),
+         "--", "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (record_path,) = [os.path.join(here, "dept_run.json") for here, _, files in os.walk(str(out / "imagefolder"))
+                      if "dept_run.json" in files]
+    with open(record_path) as f:
+        record = json.load(f)
+    assert record["trainer"] == "MaPLeDePT" and record["status"] == "finished"
+    assert record["head"] == "fused (logits)" and record["result"]["accuracy"] is not None  # all classes: fused
+    assert record["data"]["split_file"].endswith(SPLIT_FILE)
