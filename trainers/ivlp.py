@@ -31,7 +31,9 @@ class IndependentPrompt(ContextPrompt):
 
     def __init__(self, classnames, clip_model, n_ctx_text=2, n_ctx_vision=2, ctx_init="a photo of a",
                  depth_text=12, depth_vision=12):
-        text_layers, vision_layers = len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks)
+        # the language-only config (depth 0) reads nothing of the image tower: it runs on a ResNet too
+        text_layers = len(clip_model.transformer.resblocks)
+        vision_layers = len(clip_model.visual.transformer.resblocks) if depth_vision else 0
         if not 1 <= depth_text <= text_layers:
             raise ValueError(f"PROMPT_DEPTH_TEXT must be between 1 and {text_layers} (for vision prompts alone, use "
                              f"the VPT trainer); got {depth_text}")
@@ -40,8 +42,9 @@ class IndependentPrompt(ContextPrompt):
                              f"it is not 0; got depth {depth_vision}, {n_ctx_vision} tokens")
         super().__init__(classnames, clip_model, n_ctx=n_ctx_text, ctx_init=ctx_init if n_ctx_text <= 4 else "",
                          init_n_ctx=True)
-        width, vision_width = clip_model.ln_final.weight.shape[0], clip_model.visual.conv1.weight.shape[0]
+        width = clip_model.ln_final.weight.shape[0]
         self.deep_text = nn.ParameterList([_normal(self.n_ctx, width) for _ in range(depth_text - 1)])
+        vision_width = clip_model.visual.conv1.weight.shape[0] if depth_vision else 0
         self.visual = _normal(n_ctx_vision, vision_width) if depth_vision else None
         deep_layers = max(depth_vision - 1, 0)
         self.deep_visual = nn.ParameterList([_normal(n_ctx_vision, vision_width) for _ in range(deep_layers)])
@@ -70,6 +73,11 @@ class IVLPCLIP(PromptCLIP):
         return IndependentPrompt(classnames, clip_model, n_ctx_text=method_cfg.N_CTX_TEXT,
                                  n_ctx_vision=method_cfg.N_CTX_VISION, ctx_init=method_cfg.CTX_INIT,
                                  depth_text=method_cfg.PROMPT_DEPTH_TEXT, depth_vision=method_cfg.PROMPT_DEPTH_VISION)
+
+
+def prompts_vision(node):
+    """Whether an IVLP/PromptSRC config prompts the image encoder (not the language-only one)."""
+    return node.PROMPT_DEPTH_VISION > 0
 
 
 def ivlp_node(n_ctx=2, depth=12):
@@ -105,4 +113,4 @@ def ivlp_keys(cfg):
 
 register_method(Method("IVLP", configs={"base2new": "vit_b16_c2_ep5_batch4_2+2ctx"}, node="IVLP", keys=ivlp_keys,
                        paper_name="IVLP", checkpoint="VLPromptLearner", dept_checkpoint="VLPromptLearner",
-                       official_checkpoints=("VLPromptLearner",)), IVLP, IVLPDePT)
+                       official_checkpoints=("VLPromptLearner",), visual_prompts=prompts_vision), IVLP, IVLPDePT)

@@ -89,5 +89,6 @@ register_method(Method("MaPLe", node="MAPLE", keys=maple_keys, paper_name="MaPLe
                        configs={"base2new": "vit_b16_c2_ep10_batch4_2ctx",
                                 "cross_dataset": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"},  # also DG (its xd_*.sh)
                        checkpoint="MultiModalPromptLearner", dept_checkpoint="MultiModalPromptLearner",  # the official
-                       official_checkpoints=("MultiModalPromptLearner",), dept_aliases=("ExtrasLinearProbeMaPLe",)),
+                       official_checkpoints=("MultiModalPromptLearner",), dept_aliases=("ExtrasLinearProbeMaPLe",),
+                       visual_prompts=True),
                 MaPLe, MaPLeDePT)

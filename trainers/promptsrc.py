@@ -25,7 +25,7 @@ from dept.core.prompts import tokenize
 from dept.core.templates import PROMPTSRC_TEMPLATES
 from dept.core.trainer import PromptTrainer
 
-from .ivlp import IVLPCLIP, ivlp_node, official_prompt_names
+from .ivlp import IVLPCLIP, ivlp_node, official_prompt_names, prompts_vision
 
 logger = logging.getLogger(__name__)
 
@@ -127,4 +127,5 @@ register_method(Method("PromptSRC", node="PROMPTSRC", keys=promptsrc_keys, paper
                                 "cross_dataset": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",  # also DG
                                 "few_shot": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"},
                        checkpoint="VLPromptLearner", dept_checkpoint="VLPromptLearner",  # the original's
-                       official_checkpoints=("VLPromptLearner",)), PromptSRC, PromptSRCDePT)
+                       official_checkpoints=("VLPromptLearner",), visual_prompts=prompts_vision),
+                PromptSRC, PromptSRCDePT)

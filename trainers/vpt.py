@@ -66,4 +66,4 @@ def vpt_keys(cfg):
 
 
 register_method(Method("VPT", configs={"base2new": "vit_b16_c2_ep5_batch4_4"}, node="VPT", keys=vpt_keys,
-                       paper_name="VPT", official_checkpoints=("prompt_learner",)), VPT, VPTDePT)
+                       paper_name="VPT", official_checkpoints=("prompt_learner",), visual_prompts=True), VPT, VPTDePT)

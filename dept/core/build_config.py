@@ -104,6 +104,7 @@ def build_config(config_file="", dataset_config_file="", flags=(), opts=(), free
     the command line's flags set), then ``opts``; official spellings resolved into DEPT.*."""
     from dassl.config import get_cfg_default
 
+    from dept.core.backbones import check_config
     from dept.core.config import add_dept_config, sync_aliases
 
     cfg = add_dept_config(get_cfg_default())
@@ -113,6 +114,7 @@ def build_config(config_file="", dataset_config_file="", flags=(), opts=(), free
     cfg.merge_from_list(list(flags))
     merge_options(cfg, opts)
     sync_aliases(cfg, mentioned((dataset_config_file, config_file), opts))
+    check_config(cfg)  # a method or an input size the named backbone cannot take: before any run starts
     if freeze:
         cfg.freeze()
     return cfg

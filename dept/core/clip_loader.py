@@ -11,6 +11,8 @@ import warnings
 
 import torch
 
+from dept.core.backbones import check_model, is_vit, vision_width
+
 logger = logging.getLogger(__name__)
 
 ENV_PATH = "DEPT_CLIP_PATH"
@@ -179,6 +181,7 @@ def load_clip(cfg, prec="fp32", device="cpu"):
     path = resolve_clip_file(backbone.NAME, backbone.get("PATH", ""), backbone.get("CACHE_DIR", ""))
     logger.info("Loading CLIP %s from %s", backbone.NAME, path)
     model = load_clip_file(path)
+    check_model(cfg, model)  # a method and an input size this CLIP cannot take, before any compute
     prec = resolve_precision(prec, device)
     if prec != "fp16":
         model.float()
@@ -188,15 +191,19 @@ def load_clip(cfg, prec="fp32", device="cpu"):
 def clip_summary(cfg, clip_model):
     """What the run record keeps of the CLIP it loaded: name, file, and architecture sizes."""
     visual = clip_model.visual
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    vit = is_vit(visual)
+    # a ResNet's blocks per stage ("3-4-6-3" for RN50): a string, as the report compares records' sizes as
+    # hashable values; a ViT's record is as it always was (no patch size marks a ResNet)
+    layers = len(visual.transformer.resblocks) if vit else "-".join(str(len(getattr(visual, f"layer{i}")))
+                                                                      for i in range(1, 5))
     return {
         "name": cfg.MODEL.BACKBONE.NAME,
         "path": cfg.MODEL.BACKBONE.get("PATH", "") or os.environ.get("DEPT_CLIP_PATH", "") or None,
         "arch": {
             "embed_dim": int(clip_model.text_projection.shape[1]),
-            "vision_width": int(visual.conv1.weight.shape[0]),
-            "vision_layers": len(blocks) if blocks is not None else None,
-            "vision_patch_size": int(visual.conv1.kernel_size[0]) if blocks is not None else None,
+            "vision_width": vision_width(visual),
+            "vision_layers": layers,
+            "vision_patch_size": int(visual.conv1.kernel_size[0]) if vit else None,
             "image_resolution": int(visual.input_resolution),
             "transformer_width": int(clip_model.ln_final.weight.shape[0]),
             "transformer_layers": len(clip_model.transformer.resblocks),

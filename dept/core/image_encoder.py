@@ -13,10 +13,7 @@ Without prompts it is exactly ``visual(images)``.
 """
 import torch
 
-
-def supports_prompts(visual):
-    """Visual prompts need a ViT tower (the ResNet towers have no token sequence)."""
-    return all(hasattr(visual, name) for name in ("conv1", "class_embedding", "transformer", "ln_pre"))
+from dept.core.backbones import is_vit as supports_prompts  # visual prompts need a ViT's token sequence
 
 
 def encode_image(visual, images, prompts=None, deep=()):

@@ -49,6 +49,10 @@ class Method:
     trained: bool = True
     #: the config of the tiny demo and of the tests
     demo_config: str = "demo_tiny"
+    #: whether it puts prompts into the image encoder's tokens, which needs a ViT (a ResNet CLIP is
+    #: refused: ``dept.core.backbones``): True, or ``f(its config node)`` for a method whose configs
+    #: decide (IVLP's language-only config has none)
+    visual_prompts: object = False
     trainer: type = field(default=None, compare=False, repr=False)
     dept_trainer: type = field(default=None, compare=False, repr=False)
 
@@ -63,6 +67,12 @@ class Method:
     def config(self, key="base2new"):
         """Its config name for a protocol's config key (``Protocol.config_key``)."""
         return self.configs.get(key) or self.configs["base2new"]
+
+    def uses_visual_prompts(self, node):
+        """Whether a run with this config node (``TRAINER.<node>``) prompts the image encoder."""
+        if callable(self.visual_prompts):
+            return node is not None and bool(self.visual_prompts(node))
+        return bool(self.visual_prompts)
 
     def checkpoint_folder(self, with_dept):
         return self.dept_checkpoint if with_dept else self.checkpoint

@@ -61,6 +61,17 @@ class PromptCLIP(nn.Module):
             csc=method_cfg.CSC, position=method_cfg.CLASS_TOKEN_POSITION,
         )
 
+    def train(self, mode=True):
+        """Train mode for what learns; CLIP's frozen BatchNorm layers (the ResNet towers') stay in eval
+        mode, as in CLIP: their running statistics are part of the frozen weights (in train mode they
+        would normalise by the batch and drift with every step, and no checkpoint would hold them)."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and \
+                    not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
     @property
     def image_independent_text(self):
         """True when the text does not depend on the image: computed once per evaluation."""

@@ -35,13 +35,14 @@ def tiny_clip(seed=0, **overrides):
     return model.float().eval()
 
 
-def save_tiny_clip(path, seed=0):
-    """Write a tiny CLIP as a state dict file, loadable through MODEL.BACKBONE.PATH.
+def save_tiny_clip(path, seed=0, **overrides):
+    """Write a tiny CLIP (``tiny_clip(seed, **overrides)``) as a state dict file, loadable through
+    MODEL.BACKBONE.PATH.
 
     Written atomically (``dept.util.files.torch_save``): tests and demo runs in parallel may write and
     load the same file, and a reader must see the old file or the new one, never half of one.
     """
     from dept.util.files import torch_save
 
-    torch_save(tiny_clip(seed).state_dict(), path)
+    torch_save(tiny_clip(seed, **overrides).state_dict(), path)
     return path
