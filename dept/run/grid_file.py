@@ -139,6 +139,16 @@ def read_grids(path, problems=None):
     if not isinstance(entries, list) or not entries:
         raise UsageError("grids: must be a list of mappings (`- protocol: base2new`, ...)")
     base = os.path.dirname(os.path.abspath(path))
+    everywhere = list(dict.fromkeys(k for p in PROTOCOLS.values() for k in valid_keys(p)))
+    unknown = [k for k in common if str(k).replace("-", "_") not in everywhere]
+    if unknown:  # said once, not once per grid
+        key = unknown[0]
+        message = (f"top level: key '{key}' is not a flag of any protocol command."
+                   f"{did_you_mean(str(key).replace('-', '_'), everywhere)} Valid keys: {', '.join(everywhere)}")
+        if problems is None:
+            raise UsageError(message)
+        problems.append(message)
+        common = {k: v for k, v in common.items() if k not in unknown}
     grids = []
     for i, entry in enumerate(entries):
         where = f"grids[{i}]" if "grids" in data else "the grid"

@@ -21,7 +21,7 @@ import sys
 from dept.core.build_config import build_config
 from dept.core.methods import learns, method_of
 from dept.core.settings import differences, format_differences
-from dept.run.errors import ClearParser, swallowed_key
+from dept.run.errors import ClearParser, missing_value, swallowed_key
 from dept.run.names import unknown_trainer
 from dept.store.record import CorruptRecord, lock_path, new_record, now, read_record, write_record
 from dept.store.verify import has_checkpoints
@@ -110,6 +110,12 @@ def check_command_line(args):
     problem = swallowed_key(args, PATH_FLAGS)
     if problem:
         raise ValueError(problem)
+    opts = [str(o) for o in args.opts or []]
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to the options, flags included
+        last = missing_value(opts[-1]) + " Also, " if opts[-1].startswith("--") else ""
+        raise ValueError(f"{last}{', '.join(flags)} came after the config options (KEY VALUE ...), where it is "
+                         "no flag: put the flags before the options.")
     if len(args.opts or []) % 2:
         raise ValueError(f"the config options after the flags are KEY VALUE pairs, but there are {len(args.opts)} "
                          f"words: {' '.join(map(str, args.opts))}. A value missing (an unset shell variable?), or "

@@ -15,6 +15,8 @@ import json
 import os
 import tempfile
 
+from dept.util import faults
+
 
 def _umask():
     mask = os.umask(0)
@@ -48,8 +50,9 @@ class DiskFull(OSError):
                 "it continues where it stopped")
 
 
-def _commit(f):
-    """Flush ``f`` to the disk: where a full disk shows up, if the writes did not already."""
+def _commit(f, path):
+    """Flush ``f`` (written for ``path``) to the disk: where a full disk shows up, if the writes did not."""
+    faults.reached("write", path)
     f.flush()
     os.fsync(f.fileno())
 
@@ -69,7 +72,7 @@ def atomic_open(path, mode="w", **kwargs):
         share_mode(fd)
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
-            _commit(f)
+            _commit(f, path)
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:
