@@ -115,17 +115,21 @@ def test_an_unknown_grid_key_is_named_with_the_file_the_grid_and_the_valid_keys(
 
 
 def test_the_whole_grid_file_is_checked_before_the_first_grid_runs(data, tmp_path, capsys):
-    # grids[0] alone would train; grids[1..3] cannot run: nothing runs, and all of them are named
+    # grids[0] alone would train; grids[1..5] cannot run: nothing runs, and all of them are named
     text = (f"root: {data}\noutput: out\ngrids:{GOOD}"
             "  - {protocol: few-shot, trainers: [CoOp], datasets: [dtd], shots: [0, 2], config: demo_tiny}\n"
             "  - {protocol: base2new, trainers: [CoOp], datasets: [dtd], config: demo_tiny, opts: {OPTIM.NO_KEY: 1}}\n"
-            "  - [protocol, base2new]\n")
+            "  - [protocol, base2new]\n"
+            "  - {protocol: base2new, seeds: [x]}\n"
+            "  - {protocol: base2nw}\n")
     for extra in ((), ("--dry-run",)):
         assert grid(tmp_path, text, *extra) == 2
         err = capsys.readouterr().err
         assert "nothing was run" in err and "grids[0]" not in err, err
         assert "grids[1] (few-shot): --shots 0" in err
-        assert "grids[2] (base2new): the options after -- do not make a valid config" in err
+        assert "grids[2] (base2new): the options under opts: do not make a valid config" in err
+        assert "grids[4] (base2new): seeds: invalid int value: 'x'" in err
+        assert "grids[5]: unknown protocol 'base2nw'" in err and "Did you mean base2new?" in err
         assert "grids[3] is list ['protocol', 'base2new'], not a mapping" in err
         assert err.index("grids[1]") < err.index("grids[2]") < err.index("grids[3]")
         assert not (tmp_path / "out").exists()

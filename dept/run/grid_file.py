@@ -23,6 +23,7 @@ the folders they resolve to are printed first. The grids then run one after anot
 idempotent, as its own command is.
 """
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -104,9 +105,11 @@ def grid_argv(entry, where="the grid", common=()):
         raise UsageError(f"{where} names no protocol: add `protocol: <one of "
                          f"{', '.join(p.command for p in PROTOCOLS.values())}>`")
     try:
-        protocol = protocol_named(str(entry.pop("protocol")))
+        protocol = protocol_named(str(entry["protocol"]))
     except KeyError as err:
-        raise UsageError(f"{where}: {err.args[0]}") from None
+        commands = [p.command for p in PROTOCOLS.values()]
+        raise UsageError(f"{where}: {err.args[0]}.{did_you_mean(str(entry['protocol']), commands)}") from None
+    entry.pop("protocol")
     opts = _options(entry.pop("opts", None), where)
     valid = valid_keys(protocol)
     unknown = [k for k in entry if str(k).replace("-", "_") not in valid]
@@ -188,8 +191,10 @@ def check(grids, extra, problems=()):
             args = parse_args(grid.command(extra), protocol, raise_errors=True)
             args.dry_run = True  # the demo's data is not written by a check
             prepare(args, protocol)
-        except UsageError as err:
-            problems.append(f"{grid.where} ({protocol.command}): {err}")
+        except UsageError as err:  # said in the file's words: keys, not flags
+            said = re.sub(r"^argument --([\w-]+)(/\S+)?:", lambda m: f"{m.group(1).replace('-', '_')}:", str(err))
+            said = said.replace("the options after --", "the options under opts:")
+            problems.append(f"{grid.where} ({protocol.command}): {said}")
     if problems:
         problems.sort(key=lambda p: int(p[6:p.index("]")]) if p.startswith("grids[") else -1)
         raise UsageError("\n  ".join(["nothing was run; fix these first:", *problems]))
