@@ -50,7 +50,7 @@ def coop_run(dtd, tiny_clip_file, tmp_path_factory):
 
 def test_a_checkpoint_without_dept_head_is_not_fused_with_a_random_head(dtd, tiny_clip_file, coop_run, tmp_path,
                                                                           restore_stdout):
-    with pytest.raises(ValueError, match="untrained CAT head"):
+    with pytest.raises(ValueError, match="untrained CAT head.*the checkpoint it loaded has no DePT head"):
         run(dtd, tmp_path / "e", "ExtrasLinearProbeCoOp", tiny_clip_file, "--eval-only", "--model-dir",
             str(coop_run))
     # on new classes the head is not used: a CoOp checkpoint evaluated by CoOpDePT is plain CoOp
@@ -68,8 +68,10 @@ def test_eval_only_without_a_model_is_an_error_unless_asked_for(dtd, tiny_clip_f
     record = json.loads((tmp_path / "u" / "dept_run.json").read_text())
     assert record["status"] == "finished" and record["checkpoint"] is None
     assert any("UNTRAINED" in note for note in record["notes"])
-    with pytest.raises(ValueError, match="untrained CAT head"):  # a random head is never fused, even on purpose
+    # a random head is never fused, even on purpose; said before the model is built
+    with pytest.raises(ValueError, match="--untrained loads nothing, so CoOpDePT's CAT head is untrained"):
         run(dtd, tmp_path / "d", "CoOpDePT", tiny_clip_file, "--eval-only", "--untrained")
+    assert not (tmp_path / "d").exists()
 
 
 def test_zero_epochs_is_an_error(dtd, tiny_clip_file, tmp_path, restore_stdout):

@@ -101,16 +101,21 @@ class DePTMixin:
         self._head_active = rows is not None
         self.head.rows = None if rows == list(range(len(self.head.classes))) else rows
         if self._head_active and not self._head_trained:
-            raise ValueError(
-                f"{type(self).__name__} would fuse an untrained CAT head into the predictions for these "
-                f"{len(classes)} classes: the checkpoint it loaded has no DePT head (trained without DePT, e.g. by "
-                f"{_host(type(self)).__name__}, or an official non-DePT file). Evaluate it with the trainer it was "
-                "trained with, or train this one."
-            )
+            why = (f"the checkpoint it loaded has no DePT head (trained without DePT, e.g. by "
+                   f"{_host(type(self)).__name__}, or an official non-DePT file). Evaluate it with the trainer it "
+                   "was trained with, or train this one." if self._loaded_a_model() else
+                   "nothing was loaded (--untrained: the model as initialised), so the head is untrained. Load a "
+                   "training run of this trainer (--model-dir), or evaluate new classes, where DePT uses ITM alone.")
+            raise ValueError(f"{type(self).__name__} would fuse an untrained CAT head into the predictions for "
+                             f"these {len(classes)} classes: {why}")
         self.head_mode = f"fused ({self.head.fusion})" if self._head_active else "itm"
         logger.info("Evaluating %d classes with %s", len(classes),
                     f"ITM + CAT fused ({self.head.fusion})" if self._head_active
                     else "ITM only (the CAT head was not trained on these classes)")
+
+    def _loaded_a_model(self):
+        """Whether a checkpoint was loaded (ours record it; a convention trainer's load_model is wrapped)."""
+        return getattr(self, "loaded_checkpoint", None) is not None or getattr(self, "_dept_loaded", False)
 
     def _load_head(self, head_state, checkpoint):
         """Load a checkpoint's head tensors (our names), rebuilding the head for the classes it was
@@ -306,6 +311,7 @@ class ConventionDePT(DePTMixin):
 
     def load_model(self, directory, epoch=None):
         super().load_model(directory, epoch)
+        self._dept_loaded = True  # a missing head is then the checkpoint's, not an untrained run's
         path, checkpoint = self._read_head(directory, epoch)
         if checkpoint is not None:
             logger.info("Loading the CAT head from %s", path)

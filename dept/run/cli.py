@@ -17,10 +17,12 @@ from dept.run.backends import Callbacks, add_backend_arguments, make_backend
 from dept.run.demo import BANNER as DEMO_BANNER
 from dept.run.demo import CONFIG as DEMO_CONFIG
 from dept.run.demo import prepare_demo
-from dept.run.errors import Interrupted, UsageError
+from dept.run.errors import ClearParser, Interrupted, UsageError
 from dept.run.execute import Executor
+from dept.run.names import unknown_datasets, unknown_trainer
 from dept.run.plan import RUNNER_KEYS, Planner
 from dept.store.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS
+from dept.util.files import DiskFull
 
 logger = logging.getLogger(__name__)
 DEFAULT_TRAINERS = ("CoOpDePT",)
@@ -28,7 +30,7 @@ DEMO_TRAINERS = ("ZeroshotCLIP", "CoOp", "CoOpDePT")  # the trade-off: zero-shot
 
 
 def build_parser(protocol=PROTOCOLS["base2new"]):
-    p = argparse.ArgumentParser(prog=f"python -m dept {protocol.command}",
+    p = ClearParser(prog=f"python -m dept {protocol.command}",
                                 description=f"The {protocol.title.lower()} protocol: " + __doc__.splitlines()[0])
     p.add_argument("--root", default=os.environ.get("DATA", ""),
                    help="dataset root (default: $DATA); a relative path is relative to the current folder")
@@ -59,9 +61,12 @@ def build_parser(protocol=PROTOCOLS["base2new"]):
     return p
 
 
-def parse_args(argv=None, protocol=PROTOCOLS["base2new"]):
-    """The runner's arguments, with relative paths resolved against the current folder (the caller's)."""
-    args = build_parser(protocol).parse_args(argv)
+def parse_args(argv=None, protocol=PROTOCOLS["base2new"], raise_errors=False):
+    """The runner's arguments, with relative paths resolved against the current folder (the caller's).
+    ``raise_errors``: a mistake raises ``UsageError`` (a grid file names it with the file) instead of exiting."""
+    parser = build_parser(protocol)
+    parser.raise_errors = raise_errors
+    args = parser.parse_args(argv)
     args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     args.demo = args.demo or not args.root
     if args.trainers is None:
@@ -82,6 +87,7 @@ def prepare(args, protocol):
             raise UsageError(f"{key} is set by the runner ({RUNNER_KEYS[key]}); do not pass it after --")
     if not args.seeds or not args.datasets or not args.trainers or not args.shots:
         raise UsageError("--seeds, --datasets, --shots and --trainers need at least one value each")
+    check_values(args, protocol)
     if protocol.has_source and not args.demo:
         other = [d for d in args.datasets if not protocol.owns_target(d)]
         if other:  # their evaluations would be tabled by the other transfer protocol
@@ -114,6 +120,30 @@ def prepare(args, protocol):
         except Exception as err:  # a dataset yaml that does not merge, ...
             raise UsageError(f"{run.label}: its config cannot be built: {type(err).__name__}: {err}") from err
     return planner, cells, chains
+
+
+def check_values(args, protocol):
+    """The names and numbers of the grid that no run could honour, refused before anything is
+    prepared or run (and by --dry-run): the first run would otherwise compute before the second
+    found the mistake."""
+    for trainer in dict.fromkeys(args.trainers):
+        problem = unknown_trainer(trainer)
+        if problem:
+            raise UsageError(f"--trainers: {problem}")
+    if not args.demo:
+        problem = unknown_datasets(args.datasets, args.configs_dir)
+        if not problem and protocol.has_source:
+            problem = unknown_datasets([args.source], args.configs_dir, flag="--source")
+        if problem:
+            raise UsageError(problem)
+    bad_shots = [s for s in args.shots if s == 0 or s < -1]
+    if bad_shots:
+        raise UsageError(f"--shots {' '.join(map(str, bad_shots))}: a run takes K >= 1 images per class, or -1 "
+                         "for all images (0 would train on no images)")
+    bad_seeds = [s for s in args.seeds if s < 0]
+    if bad_seeds:
+        raise UsageError(f"--seeds {' '.join(map(str, bad_seeds))}: seeds are 0 or more (Dassl takes a negative "
+                         "seed as 'no fixed seed': its run could be neither repeated nor resumed exactly)")
 
 
 class ChainTask:
@@ -190,6 +220,9 @@ def run_protocol(name, argv=None):
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DiskFull as err:  # the runner's own files (tables, progress): the runs' are reported per run
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -30,7 +30,7 @@ from dept.run.errors import Interrupted
 from dept.run.progress import Progress
 from dept.store.record import lock_path
 from dept.store.verify import UNNAMED, checkpoint_folders, has_checkpoints, verify
-from dept.util.files import Busy, FileLock
+from dept.util.files import Busy, DiskFull, FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,10 @@ class Executor:
                             notes=["it evaluated another checkpoint than the training run's final one: it is "
                                    "evaluated again"])
         record = verdict.record
+        if state == "failed" and str(record.get("error", "")).startswith(f"{DiskFull.__name__}:"):
+            return Decision("run", short="stopped on a full disk",
+                            notes=[f"it stopped on a full disk ({record['error']}): it is run again, resuming "
+                                   "where it was saved"])
         if state == "failed" and not self.retry_failed:
             tail = read_tail(os.path.join(d, "log.txt"), lines=12).rstrip()
             return Decision("fail", record=record, short="failed before (--retry-failed runs it again)",
@@ -302,7 +306,12 @@ class Executor:
             last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
             if tail and (not detail or returncode < 0 or last.split(": ", 1)[-1].strip() not in detail):
                 detail += f"\nLast lines of {log}:\n{tail}"
-            self.fail(run.label, f"exit {returncode} after {took:.0f}s (log: {log})", detail + f"\nFull log: {log}")
+            short = f"exit {returncode} after {took:.0f}s (log: {log})"
+            full = next((line for line in stderr.splitlines() if DiskFull.PREFIX in line), None)
+            if full is not None:  # resumable: the same command runs it again (no --retry-failed needed)
+                short = (f"{full.split(DiskFull.PREFIX, 1)[1].split('. ', 1)[0].strip()}: disk full. Free space "
+                         "and run the same command again: it resumes this run")
+            self.fail(run.label, short, detail + f"\nFull log: {log}")
             self._count(run, "failed", took)
             return None
         decision = self.assess(run, train_record)

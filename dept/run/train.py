@@ -13,19 +13,20 @@ state and ends with one line; the same command resumes it. Errors are printed on
 """
 import argparse
 import contextlib
-import difflib
 import logging
 import os
 import re
 import sys
 
 from dept.core.build_config import build_config
-from dept.core.methods import learns
+from dept.core.methods import learns, method_of
 from dept.core.settings import differences, format_differences
+from dept.run.errors import ClearParser, missing_value, swallowed_key
+from dept.run.names import unknown_trainer
 from dept.store.record import CorruptRecord, lock_path, new_record, now, read_record, write_record
 from dept.store.verify import has_checkpoints
 from dept.util import interrupts
-from dept.util.files import Busy, FileLock, holds_lock
+from dept.util.files import Busy, DiskFull, FileLock, holds_lock
 from dept.util.logs import run_log, setup_logging
 
 logger = logging.getLogger("dept")
@@ -33,7 +34,7 @@ ACCURACY = re.compile(r"\* accuracy: ([\d.]+)%")  # the line the CoOp family's p
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ClearParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=str, default="", help="path to the datasets (DATASET.ROOT)")
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume training from")
@@ -100,18 +101,45 @@ def check_args(args, trainer=""):
         raise ValueError("--untrained goes with --eval-only.")
 
 
+PATH_FLAGS = ("--root", "--output-dir", "--resume", "--config-file", "--dataset-config-file", "--model-dir")
+
+
+def check_command_line(args):
+    """A value that vanished from the command line (an unset shell variable) shifts the next word
+    into its place; said as that, before yacs reports what it makes of the rest."""
+    problem = swallowed_key(args, PATH_FLAGS)
+    if problem:
+        raise ValueError(problem)
+    opts = [str(o) for o in args.opts or []]
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to the options, flags included
+        last = missing_value(opts[-1]) + " Also, " if opts[-1].startswith("--") else ""
+        raise ValueError(f"{last}{', '.join(flags)} came after the config options (KEY VALUE ...), where it is "
+                         "no flag: put the flags before the options.")
+    if len(args.opts or []) % 2:
+        raise ValueError(f"the config options after the flags are KEY VALUE pairs, but there are {len(args.opts)} "
+                         f"words: {' '.join(map(str, args.opts))}. A value missing (an unset shell variable?), or "
+                         "a flag placed after the options?")
+
+
+def check_untrained_head(args, cfg):
+    """``--untrained`` with DePT on classes its head would score: nothing is loaded, so the head is
+    random and DePT would fuse it in. Said before the model is built."""
+    if args.untrained and method_of(cfg.TRAINER.NAME)[1] and cfg.DATASET.SUBSAMPLE_CLASSES != "new":
+        raise ValueError(
+            f"--untrained loads nothing, so {cfg.TRAINER.NAME}'s CAT head is untrained, and on "
+            f"{cfg.DATASET.SUBSAMPLE_CLASSES} classes DePT fuses it into the predictions: the number would be a "
+            "random head's. Pass --model-dir with a training run of this trainer, evaluate on new classes "
+            "(DATASET.SUBSAMPLE_CLASSES new: ITM alone), or evaluate the method without DePT "
+            f"(--trainer {cfg.TRAINER.NAME.removesuffix('DePT').removeprefix('ExtrasLinearProbe')} --untrained)."
+        )
+
+
 def check_cfg(cfg, eval_only=False):
     """Fail early, with what to do, on the mistakes that otherwise fail deep inside Dassl."""
-    from dassl.engine import TRAINER_REGISTRY
-
-    names = TRAINER_REGISTRY.registered_names()
-    if cfg.TRAINER.NAME not in names:
-        close = difflib.get_close_matches(cfg.TRAINER.NAME, names, n=3)
-        raise ValueError(
-            f"Unknown trainer '{cfg.TRAINER.NAME}'."
-            + (f" Did you mean {close}?" if close else "")
-            + f" Registered trainers include {sorted(n for n in names if 'CoOp' in n or 'DePT' in n)}."
-        )
+    problem = unknown_trainer(cfg.TRAINER.NAME)
+    if problem:
+        raise ValueError(problem[0].upper() + problem[1:])
     if not cfg.DATASET.ROOT:
         raise ValueError("No dataset root: pass --root DATA (the folder holding dtd/, caltech-101/, ...).")
     if not os.path.isdir(os.path.expanduser(cfg.DATASET.ROOT)):
@@ -198,10 +226,12 @@ def main(argv=None):
     """Run one training or evaluation; raises on errors (``cli`` turns them into one line and an exit code)."""
     args = build_parser().parse_args(argv)
     args._argv = None if argv is None else list(argv)
+    check_command_line(args)
     cfg = setup_cfg(args)
     check_args(args, cfg.TRAINER.NAME)
     setup_logging()
     check_cfg(cfg, eval_only=args.eval_only)
+    check_untrained_head(args, cfg)
     mode = "eval" if args.eval_only else "train"
     ran = {}
     if not cfg.OUTPUT_DIR:
@@ -224,7 +254,8 @@ def main(argv=None):
                 raise
             except BaseException as err:
                 record.update(status="failed", error=f"{type(err).__name__}: {err}", ended=now())
-                write_record(cfg.OUTPUT_DIR, record)
+                with contextlib.suppress(OSError):  # on a full disk the record may not be written either
+                    write_record(cfg.OUTPUT_DIR, record)
                 _log_failure(log_path, err)
                 raise
             if record["result"] is None:
@@ -243,7 +274,7 @@ def _log_failure(log_path, err):
     import traceback
 
     sys.stdout.flush()
-    with open(log_path, "a") as f:
+    with contextlib.suppress(OSError), open(log_path, "a") as f:  # a full disk: the console still gets it
         if _is_clear(err):
             f.write(f"Run failed: {err}\n")
         else:
@@ -254,7 +285,7 @@ def _is_clear(err):
     """Errors whose message says what is wrong and what to do: shown without a traceback."""
     from dept.datasets.errors import DatasetError
 
-    return isinstance(err, (ValueError, FileNotFoundError, TypeError, Busy, DatasetError, PermissionError))
+    return isinstance(err, (ValueError, FileNotFoundError, TypeError, Busy, DatasetError, PermissionError, DiskFull))
 
 
 def _run(args, cfg, record, ran):

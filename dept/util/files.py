@@ -15,6 +15,8 @@ import json
 import os
 import tempfile
 
+from dept.util import faults
+
 
 def _umask():
     mask = os.umask(0)
@@ -31,25 +33,53 @@ def share_mode(fd):
     os.fchmod(fd, 0o666 & ~UMASK)
 
 
+class DiskFull(OSError):
+    """No space left (ENOSPC) while writing ``path``. Nothing is lost: the file is left as it was
+    (the write went to a temporary file, removed), so freeing space and running the same command
+    again continues (a run resumes from its last checkpoint; the runner skips finished runs)."""
+
+    PREFIX = "no space left on the device while writing"  # how the runner tells it in a run's stderr
+
+    def __init__(self, path):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        self.path = path
+
+    def __str__(self):
+        return (f"{self.PREFIX} {self.path}. Nothing already written was lost (that "
+                "file is left as it was). Free some space (df -h shows where), then run the same command again: "
+                "it continues where it stopped")
+
+
+def _commit(f, path):
+    """Flush ``f`` (written for ``path``) to the disk: where a full disk shows up, if the writes did not."""
+    faults.reached("write", path)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
     """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed.
 
-    The file gets the permissions a plain ``open(path, "w")`` would give it.
+    The file gets the permissions a plain ``open(path, "w")`` would give it. A full disk raises
+    ``DiskFull`` naming ``path``.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    share_mode(fd)
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        share_mode(fd)
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            _commit(f, path)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC and not isinstance(err, DiskFull):
+            raise DiskFull(path) from err
         raise
 
 
