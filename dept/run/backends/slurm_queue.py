@@ -154,7 +154,7 @@ class Watch:
 
     def __init__(self, labels, max_requeue, logs):
         self.labels, self.max_requeue, self.logs = labels, max_requeue, logs  # task -> label, task -> log path
-        self.last, self.seen, self.said, self.line = {}, {}, {}, None
+        self.last, self.seen, self.said, self.line, self.events = {}, {}, {}, None, {}
 
     def update(self, polled, now):
         """Messages for this poll, as (level, text); and the tasks that can never start: {task: why}."""
@@ -173,8 +173,10 @@ class Watch:
             if st.state == "PREEMPTED" and (before is None or before.state != "PREEMPTED"):
                 messages.append((logging.WARNING, f"slurm task {task} ({label}): preempted"))
             if before is not None and st.restarts > before.restarts:
-                messages.append((logging.WARNING, requeue_line(task, label, st.restarts, requeue_log(self.logs[task]),
-                                                               self.seen[task], self.max_requeue)))
+                events = requeue_log(self.logs[task])
+                new, self.events[task] = events[self.events.get(task, 0):], len(events)  # only this requeue's
+                messages.append((logging.WARNING, requeue_line(task, label, st.restarts, new, self.seen[task],
+                                                               self.max_requeue)))
                 self.seen[task] = {st.state}
             if st.state == "PENDING" and st.reason in NEVER:
                 hopeless[task] = f"pending ({st.reason}): it can never start: {NEVER[st.reason]}"
