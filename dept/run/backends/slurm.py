@@ -7,6 +7,7 @@ checkpoint. Chains already finished on disk are not submitted. The runner waits 
 with ``--no-wait``, returns at once: run the same command again later to gather the tables) and
 reads the results from the shared output root.
 """
+import contextlib
 import logging
 import os
 import signal
@@ -155,11 +156,21 @@ class Slurm:
     def request(self):
         """What each task asks, fitted to and checked against the partition (once per runner)."""
         if self._request is None:
-            extra = parse_extra(self.args.slurm_extra, sbatch_options())
+            problems, extra = [], {}
+            try:
+                extra = parse_extra(self.args.slurm_extra, sbatch_options())
+            except UsageError as err:
+                problems.append(str(err))
             nodes = read_nodes()
             if nodes is None:
                 logger.warning("slurm: sinfo did not answer: what the tasks ask is not checked against the partition")
-            self._request = fit(self.args, nodes, extra)
+            try:
+                request = fit(self.args, nodes, extra)
+            except UsageError as err:
+                problems.append(str(err))
+            if problems:  # every problem at once, before anything is submitted
+                raise UsageError("\n".join(problems))
+            self._request = request
             for note in self._request.notes:
                 logger.info("slurm: %s", note)
         return self._request
@@ -256,17 +267,22 @@ class Slurm:
             registry = {key: task for key, task in registry.items() if task in queued or key in submitted}
         write_json(self._registry(), registry)
 
+    @contextlib.contextmanager
     def _lock(self):
         """The registry's lock, held from reading it to writing what sbatch answered."""
         from dept.util.files import Busy, FileLock
 
         lock = FileLock(os.path.join(self.folder(), ".submitted.lock"))
         try:
-            return lock.acquire(blocking=False)
+            lock.acquire(blocking=False)
         except Busy:
             logger.info("slurm: another runner is submitting to %s (%s): waiting for it, then submitting only "
                         "what it did not", self.folder(), lock.holder() or "pid unknown")
-            return lock.acquire()
+            lock.acquire()
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     # -- submitting and waiting --------------------------------------------------------------
 
