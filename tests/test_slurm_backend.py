@@ -123,9 +123,10 @@ def table(output):
 # -- without a cluster: what is submitted, and how a task's runs are started ---------------------
 
 def fake_slurm(folder):
-    """``srun``/``sbatch``/``squeue`` stand-ins on PATH: submitit's executor needs them to exist."""
+    """``srun``/``sbatch``/``squeue``/``sinfo`` stand-ins on PATH: submitit's executor needs them to exist
+    (sinfo not answering: the partition is not checked)."""
     folder.mkdir()
-    for tool in ("srun", "sbatch", "squeue"):
+    for tool in ("srun", "sbatch", "squeue", "sinfo"):
         (folder / tool).write_text("#!/bin/sh\nexit 1\n")
         (folder / tool).chmod(0o755)
     return str(folder)

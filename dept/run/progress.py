@@ -30,6 +30,19 @@ class Progress:
             self.counts[what] += 1
             logger.info("[progress] %s", self.line())
 
+    def merge(self, counts, times=()):
+        """Runs counted in another process (a SLURM task's own Progress): added, and the line logged."""
+        with self._lock:
+            for what in ("skipped", "ran", "failed", "blocked"):
+                self.counts[what] += int(counts.get(what, 0))
+            self.times.extend(times)
+            logger.info("[progress] %s", self.line())
+
+    def set_running(self, n):
+        """Runs going on elsewhere (a SLURM back-end: its running tasks, one run each)."""
+        with self._lock:
+            self.counts["running"] = n
+
     def line(self):
         c = self.counts
         finished = c["skipped"] + c["ran"] + c["failed"] + c["blocked"]

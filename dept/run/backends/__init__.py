@@ -27,6 +27,7 @@ class Callbacks:
     set_env: object  # set_env({...}): the environment of this thread's runs (their GPU, their threads)
     set_workers: object  # set_workers(n): how many run at once (for the time-left estimate)
     task: object  # picklable; task.prepare(chain key) -> (an executor, the chain) in another process
+    progress: object = None  # progress() -> the runner's Progress, or None (runs counted elsewhere: SLURM)
 
     @classmethod
     def of(cls, executor, task):
@@ -34,7 +35,8 @@ class Callbacks:
             if executor.progress is not None:
                 executor.progress.workers = n
 
-        return cls(executor.run_chain, executor.todo, executor.fail, executor.set_env, set_workers, task)
+        return cls(executor.run_chain, executor.todo, executor.fail, executor.set_env, set_workers, task,
+                   lambda: executor.progress)
 
 
 def add_backend_arguments(parser):

@@ -7,12 +7,15 @@ checkpoint. Chains already finished on disk are not submitted. The runner waits 
 with ``--no-wait``, returns at once: run the same command again later to gather the tables) and
 reads the results from the shared output root.
 """
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 
+from dept.run.backends.slurm_check import SIGNAL_MARGIN_S, fit, parse_extra, read_nodes, sbatch_options
+from dept.run.backends.slurm_queue import Watch, poll, queued_tasks
 from dept.run.errors import UsageError
 from dept.store.layout import SLURM_DIR, Layout
 
@@ -24,9 +27,12 @@ def add_slurm_arguments(g):
     g.add_argument("--slurm-account", default="", help="slurm: account")
     g.add_argument("--slurm-qos", default="", help="slurm: quality of service")
     g.add_argument("--slurm-constraint", default="", help="slurm: node constraint")
-    g.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per task (0 on a CPU partition)")
-    g.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPUs per task")
-    g.add_argument("--mem-gb", type=float, default=32, help="slurm: memory per task, GB")
+    g.add_argument("--gpus-per-job", type=int, default=None,
+                   help="slurm: GPUs per task (default: 1, or 0 on a partition without GPUs)")
+    g.add_argument("--cpus-per-job", type=int, default=None,
+                   help="slurm: CPUs per task (default: 8, or the partition's nodes' CPUs when fewer)")
+    g.add_argument("--mem-gb", type=float, default=None,
+                   help="slurm: memory per task, GB (default: 32, or 90%% of the nodes' memory when less)")
     g.add_argument("--time-min", type=int, default=240, help="slurm: time limit per task, minutes (then requeued)")
     g.add_argument("--array-parallelism", type=int, default=64, help="slurm: tasks of the array running at once")
     g.add_argument("--max-requeue", type=int, default=3,
@@ -34,6 +40,10 @@ def add_slurm_arguments(g):
     g.add_argument("--slurm-setup", action="append", default=[],
                    help="slurm: a shell line run before each task (repeatable), e.g. 'source ~/venv/bin/activate' "
                         "or 'module load cuda'")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="--OPTION=VALUE",
+                   help="slurm: any other sbatch option, one per flag, with '=': --slurm-extra=--gres=gpu:a100:1 "
+                        "--slurm-extra=--reservation=maint --slurm-extra=--exclude=node3 --slurm-extra=--tmp=20G "
+                        "--slurm-extra=--mail-type=END,FAIL")
     g.add_argument("--slurm-python", default="",
                    help="slurm: the Python each task runs (default: the runner's own, sys.executable); one "
                         "with dept and Dassl installed, e.g. a container's or a venv's on the compute nodes")
@@ -47,6 +57,13 @@ def _preempt_signal():
     """The signal submitit has SLURM send before a task's time limit (``--signal=USR2@90``), and that
     submitit handles by checkpointing and requeueing: USR2 unless ``$SUBMITIT_PREEMPT_SIGNAL`` says."""
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+
+
+def task_name(environ=None):
+    """The array task as SLURM names it (``<job>_<index>``; a job's own id when not in an array)."""
+    env = os.environ if environ is None else environ
+    array, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else env.get("SLURM_JOB_ID", "?")
 
 
 class ChainJob:
@@ -78,7 +95,8 @@ class ChainJob:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and "OMP_NUM_THREADS" not in os.environ:  # torch would take every core of the node
             runner.set_env({"OMP_NUM_THREADS": cpus})
-        logger.info("slurm task %s: %s", os.environ.get("SLURM_JOB_ID", "?"), chain.label)
+        logger.info("slurm task %s: %s", task_name(), chain.label)
+        progress = runner.start_progress([chain])
         warning = _preempt_signal()
         submitit_handler = signal.getsignal(warning)  # checkpoint and requeue (submitit's, in a task)
         warned = []
@@ -104,7 +122,7 @@ class ChainJob:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return list(runner.failed)
+        return {"failed": list(runner.failed), "counts": dict(progress.counts), "times": list(progress.times)}
 
     def checkpoint(self, key):
         """submitit, before requeueing: the same chain again (its runs resume from their checkpoints)."""
@@ -113,41 +131,15 @@ class ChainJob:
         return submitit.helpers.DelayedSubmission(self, key)
 
 
-# squeue states of a task that will still run or is running (anything else has ended)
-_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
-           "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-
-
-def queued_tasks(array_ids):
-    """``{task id: state}`` of the tasks of these job arrays that SLURM still runs or will run
-    (``squeue``: it needs no accounting, unlike ``sacct``); None when squeue does not answer."""
-    import subprocess
-
-    tasks = {}
-    for array_id in sorted(set(array_ids)):
-        try:
-            out = subprocess.run(["squeue", "--noheader", "--array", "--jobs", array_id, "--format", "%i %T"],
-                                 capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if out.returncode != 0:
-            if "Invalid job id" in out.stderr:  # ended long ago: forgotten by slurmctld
-                continue
-            return None
-        for line in out.stdout.splitlines():
-            task, _, state = line.strip().partition(" ")
-            if state in _ACTIVE:
-                tasks[task] = state
-    return tasks
-
-
 class Slurm:
     """One job-array task per chain still to do, through submitit; see the module doc.
 
-    Followed with ``squeue`` (a task's result file says it ended well; a task gone from the queue
-    without one was cancelled or killed). ``<slurm folder>/submitted.json`` names the task of each
-    chain submitted: a runner started while an earlier submission still runs waits for those tasks
-    instead of submitting their chains twice."""
+    What each task asks is checked against the partition before anything is submitted
+    (``slurm_check``). Followed with ``squeue`` (``slurm_queue``: pending reasons, requeues; a task's
+    result file says it ended well; a task gone from the queue without one was cancelled or killed).
+    ``<slurm folder>/submitted.json`` names the task of each chain submitted, read and written under
+    a lock held until ``sbatch`` has answered: a runner started while another submits, or while an
+    earlier submission still runs, waits for those tasks instead of submitting their chains twice."""
 
     POLL_S = 2  # result files
     QUEUE_POLL_S = 10  # squeue
@@ -155,27 +147,52 @@ class Slurm:
 
     def __init__(self, args, callbacks):
         self.args, self.callbacks = args, callbacks
+        self._request = None
         try:
             import submitit  # noqa: F401
         except ImportError as err:
             raise UsageError("--backend slurm needs submitit: pip install submitit") from err
 
+    def request(self):
+        """What each task asks, fitted to and checked against the partition (once per runner)."""
+        if self._request is None:
+            problems, extra = [], {}
+            try:
+                extra = parse_extra(self.args.slurm_extra, sbatch_options())
+            except UsageError as err:
+                problems.append(str(err))
+            nodes = read_nodes()
+            if nodes is None:
+                logger.warning("slurm: sinfo did not answer: what the tasks ask is not checked against the partition")
+            try:
+                request = fit(self.args, nodes, extra)
+            except UsageError as err:
+                problems.append(str(err))
+            if problems:  # every problem at once, before anything is submitted
+                raise UsageError("\n".join(problems))
+            self._request = request
+            for note in self._request.notes:
+                logger.info("slurm: %s", note)
+        return self._request
+
     def parameters(self):
-        a = self.args
+        a, r = self.args, self.request()
         # srun is told the CPUs again: since SLURM 22.05 it no longer reads them from the job
         # (SLURM_CPUS_PER_TASK), and the task would be bound to one CPU
-        params = dict(timeout_min=a.time_min, cpus_per_task=a.cpus_per_job, mem_gb=a.mem_gb,
+        params = dict(timeout_min=a.time_min, cpus_per_task=r.cpus, mem_gb=r.mem_gb,
                       name=f"dept-{a.protocol.replace('_', '-')}", tasks_per_node=1, nodes=1,
-                      slurm_array_parallelism=a.array_parallelism,
-                      slurm_srun_args=["--cpus-per-task", str(a.cpus_per_job)])
-        if a.gpus_per_job:
-            params["gpus_per_node"] = a.gpus_per_job
+                      slurm_array_parallelism=a.array_parallelism, slurm_signal_delay_s=SIGNAL_MARGIN_S,
+                      slurm_srun_args=["--cpus-per-task", str(r.cpus)])
+        if r.gpus:
+            params["gpus_per_node"] = r.gpus
         for key, value in (("slurm_partition", a.slurm_partition), ("slurm_account", a.slurm_account),
                            ("slurm_qos", a.slurm_qos), ("slurm_constraint", a.slurm_constraint)):
             if value:
                 params[key] = value
         if a.slurm_setup:
             params["slurm_setup"] = list(a.slurm_setup)
+        if r.extra:
+            params["slurm_additional_parameters"] = dict(r.extra)
         return params
 
     def folder(self):
@@ -213,6 +230,9 @@ class Slurm:
                     len(chains), ", ".join(f"{k}={v}" for k, v in self.parameters().items()),
                     self.args.slurm_python or sys.executable)
 
+    def progress(self):
+        return self.callbacks.progress() if self.callbacks.progress else None
+
     # -- the chains submitted and not ended ----------------------------------------------------
 
     def _registry(self):
@@ -238,52 +258,100 @@ class Slurm:
         return {key: task for key, task in registry.items() if queued and task in queued}
 
     def _remember(self, submitted):
-        from dept.util.files import FileLock, write_json
+        """Add ``submitted`` to the registry (its lock held by the caller), forgetting tasks that ended."""
+        from dept.util.files import write_json
 
-        os.makedirs(self.folder(), exist_ok=True)
-        with FileLock(os.path.join(self.folder(), ".submitted.lock")):
-            registry = dict(self._read_registry(), **submitted)
-            queued = queued_tasks(task.split("_")[0] for task in registry.values())
-            if queued is not None:  # forget the tasks that ended (keep all when squeue did not answer)
-                registry = {key: task for key, task in registry.items() if task in queued or key in submitted}
-            write_json(self._registry(), registry)
+        registry = dict(self._read_registry(), **submitted)
+        queued = queued_tasks(task.split("_")[0] for task in registry.values())
+        if queued is not None:  # forget the tasks that ended (keep all when squeue did not answer)
+            registry = {key: task for key, task in registry.items() if task in queued or key in submitted}
+        write_json(self._registry(), registry)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """The registry's lock, held from reading it to writing what sbatch answered."""
+        from dept.util.files import Busy, FileLock
+
+        lock = FileLock(os.path.join(self.folder(), ".submitted.lock"))
+        try:
+            lock.acquire(blocking=False)
+        except Busy:
+            logger.info("slurm: another runner is submitting to %s (%s): waiting for it, then submitting only "
+                        "what it did not", self.folder(), lock.holder() or "pid unknown")
+            lock.acquire()
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     # -- submitting and waiting --------------------------------------------------------------
 
     def run(self, chains):
         todo = self.unfinished(chains)
+        progress = self.progress()
+        if progress is not None:
+            keys = {c.key for c in todo}
+            done = [c for c in chains if c.key not in keys]
+            if done:
+                progress.merge({"skipped": sum(len(c.runs) for c in done)})
+            progress.workers = max(1, min(len(todo), self.args.array_parallelism))
         if not todo:
             logger.info("slurm: every chain is finished on disk; nothing to submit")
             return
-        running = self.in_queue(todo)
-        for chain in todo:
-            if chain.key in running:
-                logger.info("slurm: %s is in the queue already (task %s): not submitted again", chain.label,
-                            running[chain.key])
-        tasks = {chain.key: self.job(running[chain.key]) for chain in todo if chain.key in running}
-        submit = [chain for chain in todo if chain.key not in running]
-        if submit:
-            jobs = self.executor().map_array(ChainJob(self.callbacks.task), [chain.key for chain in submit])
-            logger.info("slurm: submitted %d task(s) as job %s (logs: %s)", len(jobs),
-                        jobs[0].job_id.split("_")[0], self.folder())
-            tasks.update((chain.key, j) for chain, j in zip(submit, jobs))
-            self._remember({chain.key: j.job_id for chain, j in zip(submit, jobs)})
+        self.request()  # every check before the lock and before sbatch
+        with self._lock():
+            running = self.in_queue(todo)
+            for chain in todo:
+                if chain.key in running:
+                    logger.info("slurm: %s is in the queue already (task %s): not submitted again", chain.label,
+                                running[chain.key])
+            tasks = {chain.key: self.job(running[chain.key]) for chain in todo if chain.key in running}
+            submit = [chain for chain in todo if chain.key not in running]
+            if submit:
+                jobs = self.executor().map_array(ChainJob(self.callbacks.task), [chain.key for chain in submit])
+                logger.info("slurm: submitted %d task(s) as job %s (logs: %s)", len(jobs),
+                            jobs[0].job_id.split("_")[0], self.folder())
+                tasks.update((chain.key, j) for chain, j in zip(submit, jobs))
+                self._remember({chain.key: j.job_id for chain, j in zip(submit, jobs)})
         if self.args.no_wait:
-            logger.info("slurm: not waiting (--no-wait); run the same command again to gather the results")
+            logger.info("%s", self.follow_text([(tasks[c.key].job_id, c.label) for c in todo]))
             return
         self.wait({tasks[chain.key]: chain for chain in todo})
 
+    def follow_text(self, tasks):
+        """What --no-wait leaves behind: each chain's task, and how to follow them."""
+        arrays = sorted({task.split("_")[0] for task, _ in tasks})
+        folder = self.folder()
+        lines = [f"slurm: not waiting (--no-wait); {len(tasks)} chain(s) in job array(s) {', '.join(arrays)}:"]
+        lines += [f"  task {task}: {label}" for task, label in tasks]
+        lines += [f"follow them: squeue --array --jobs {','.join(arrays)} --Format JobArrayID,State,Reason,RestartCnt",
+                  f"their logs: {folder}/<task>/<task>_0_log.out and .err (e.g. {folder}/{tasks[0][0]}/"
+                  f"{tasks[0][0]}_0_log.err); each run's log.txt is in its run folder",
+                  "run the same command again to gather the results (it waits for these tasks and submits "
+                  "only what is missing)"]
+        return "\n".join(lines)
+
     def wait(self, pending):
         """Until every task of ``pending`` (submitit job: chain) has ended; failures go to the runner."""
-        total, gone, counts, last_poll = len(pending), {}, None, float("-inf")
+        watch = Watch({j.job_id: c.label for j, c in pending.items()}, self.args.max_requeue,
+                      {j.job_id: str(j.paths.stderr) for j in pending})
+        gone, last_poll, queued = {}, float("-inf"), None
+        progress = self.progress()
         while pending:
             polled = time.time() - last_poll >= self.QUEUE_POLL_S
             if polled:
-                queued, last_poll = queued_tasks(j.job_id.split("_")[0] for j in pending), time.time()
-                now = {s: sum(1 for j in pending if (queued or {}).get(j.job_id) == s) for s in ("RUNNING", "PENDING")}
-                if queued is not None and now != counts:
-                    counts = now
-                    logger.info("slurm: %d task(s) running, %d pending", now["RUNNING"], now["PENDING"])
+                states, last_poll = poll(j.job_id.split("_")[0] for j in pending), time.time()
+                queued = None if states is None else {t: s.state for t, s in states.items() if s.active}
+                if states is not None:
+                    messages, hopeless = watch.update(states, time.time())
+                    for level, text in messages:
+                        logger.log(level, "%s", text)
+                    if progress is not None:
+                        progress.set_running(sum(1 for s in states.values() if s.state == "RUNNING"))
+                    for j, chain in list(pending.items()):
+                        if j.job_id in hopeless:
+                            self.cancel(j, chain, hopeless[j.job_id])
+                            del pending[j]
             for j, chain in list(pending.items()):
                 if j.paths.result_pickle.exists() or (polled and queued is None and j.done()):  # no squeue: sacct
                     self.gather(j, chain)
@@ -299,20 +367,48 @@ class Slurm:
                                  "of memory or out of time; its log: %s", j.job_id, chain.label, j.paths.stderr)
                     self.callbacks.fail(chain.label, f"slurm task {j.job_id} ended without a result (run the same "
                                         "command again: its runs resume)")
+                    self._count(chain, None)
                 del pending[j]
-                logger.info("[progress] slurm: %d of %d task(s) done", total - len(pending), total)
             if pending:
                 time.sleep(self.POLL_S)
+
+    def _count(self, chain, result):
+        """The runs of a task that ended, in the runner's [progress] line."""
+        progress = self.progress()
+        if progress is None:
+            return
+        if isinstance(result, dict) and isinstance(result.get("counts"), dict):
+            progress.merge(result["counts"], result.get("times") or ())
+        else:  # no result (cancelled, killed) or one of an older task: its runs as failed
+            failed = len(result) if isinstance(result, list) else len(chain.runs)
+            progress.merge({"failed": failed, "ran": len(chain.runs) - failed})
+
+    def cancel(self, j, chain, reason):
+        """A task that can never start: cancelled, its chain failed with what to change."""
+        import subprocess
+
+        logger.error("slurm task %s (%s) %s; cancelling it (scancel %s)", j.job_id, chain.label, reason, j.job_id)
+        try:
+            subprocess.run(["scancel", j.job_id], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as err:
+            logger.error("scancel %s failed: %s: cancel it yourself", j.job_id, err)
+        self.callbacks.fail(chain.label, f"slurm task {j.job_id} {reason}")
+        self._count(chain, None)
 
     def gather(self, j, chain):
         """The result of a task that wrote one: the runs that failed in it, or the error it raised."""
         try:
-            for label, short in j.result():
-                self.callbacks.fail(label, f"{short} (task {j.job_id})")
+            result = j.result()
         except Exception as err:  # the task raised: its runs are unfinished on disk
             logger.error("slurm task %s (%s) failed: %s (log: %s)", j.job_id, chain.label, _error_line(err),
                          j.paths.stderr)
             self.callbacks.fail(chain.label, f"slurm task {j.job_id} failed: {_error_line(err)}")
+            self._count(chain, None)
+            return
+        failed = result.get("failed", []) if isinstance(result, dict) else result
+        for label, short in failed:
+            self.callbacks.fail(label, f"{short} (task {j.job_id})")
+        self._count(chain, result)
 
 
 def _error_line(err):
