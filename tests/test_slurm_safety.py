@@ -169,7 +169,8 @@ def test_a_requeue_by_slurm_is_said_and_the_task_resumes(tmp_path, jobs):
         subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True, timeout=60)
         wait_for("the requeue said", lambda: f"slurm task {task} (CoOpDePT" in text(log)
                  and "requeued (restart 1): by SLURM" in text(log), timeout=120)
-        wait_for("pending again", lambda: "BeginTime" in squeue(task), timeout=60)
+        # released only once the waiting runner has said so (it polls squeue on its own clock)
+        wait_for("the runner saying it pends", lambda: "pending (BeginTime)" in text(log), timeout=150)
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True, timeout=60)
         assert runner.wait(timeout=TIMEOUT_S) == 0, text(log)[-4000:]
     finally:
