@@ -275,3 +275,23 @@ def test_the_cache_folder_is_no_run_setting_and_no_run_folder(tmp_path):
     assert parse_args(["--output", str(tmp_path), "--no-feature-cache"]).feature_cache == ""
     # a run finished without the cache is the same run as one with it: reused, never redone
     assert differences(coop_cfg(), coop_cfg(**{"DEPT.FEATURE_CACHE": str(tmp_path)})) == []
+
+
+def test_a_clip_file_rewritten_in_place_is_hashed_again(data_and_clip, tmp_path):
+    """The CLIP file's sha256 is remembered per file version (``clip_sha256.json``): a file rewritten
+    at the same size, its modification time put back, is still another version (its change time)."""
+    from dept.core import feature_cache
+    from dept.core.testing import save_tiny_clip
+
+    clip_file, cache = str(tmp_path / "clip.pt"), tmp_path / "cache"
+    save_tiny_clip(clip_file, seed=0)
+    evaluate(build("ZeroshotCLIP", data_and_clip, cache, clip_file=clip_file))
+    stat = os.stat(clip_file)
+    save_tiny_clip(clip_file, seed=1)
+    os.utime(clip_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.path.getsize(clip_file) == stat.st_size
+    feature_cache._CLIP_SHA.clear()  # as a new process
+    t = build("ZeroshotCLIP", data_and_clip, cache, clip_file=clip_file)
+    evaluate(t)
+    assert last(t)["hit"] is False and len(files(cache)) == 2
+    assert len(json.load(open(cache / feature_cache.CLIP_HASHES))) == 2

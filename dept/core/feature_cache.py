@@ -32,7 +32,8 @@ from dept.util.files import FileLock, torch_save
 logger = logging.getLogger(__name__)
 
 FORMAT = "dept-image-features/1"
-_CLIP_SHA = {}  # (path, size, mtime_ns) -> sha256: a process evaluating several times hashes CLIP once
+CLIP_HASHES = "clip_sha256.json"  # in the cache folder: the CLIP files hashed so far (``clip_sha256``)
+_CLIP_SHA = {}  # the same, in this process
 
 
 def loader_for(trainer, split=None):
@@ -76,18 +77,38 @@ def why_not(trainer, loader):
     return ""
 
 
-def clip_sha256(cfg):
-    """The sha256 of the run's CLIP file (hashed once per process and file version)."""
+def clip_sha256(cfg, directory=""):
+    """The sha256 of the run's CLIP file, hashed once per file version: per process, and per cache
+    folder (``clip_sha256.json``, by path, size, modification and change times and inode: a file
+    written or replaced in any way has another change time), so a grid's runs do not each read
+    hundreds of megabytes to name the features they share."""
     from dept.core.clip_loader import resolve_clip_file
-    from dept.util.files import sha256
+    from dept.util.files import sha256, write_json
 
     backbone = cfg.MODEL.BACKBONE
     path = os.path.realpath(resolve_clip_file(backbone.NAME, backbone.get("PATH", ""), backbone.get("CACHE_DIR", "")))
     stat = os.stat(path)
-    memo = (path, stat.st_size, stat.st_mtime_ns)
-    if memo not in _CLIP_SHA:
-        _CLIP_SHA[memo] = sha256(path)
-    return _CLIP_SHA[memo]
+    version = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
+    if version in _CLIP_SHA:
+        return _CLIP_SHA[version]
+    known = {}
+    memo = os.path.join(os.path.abspath(os.path.expanduser(directory)), CLIP_HASHES) if directory else ""
+    if memo and os.path.isfile(memo):
+        try:
+            with open(memo) as f:
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}  # a damaged memo is only rewritten
+    digest = known.get(version) if isinstance(known, dict) else None
+    if not isinstance(digest, str) or len(digest) != 64:
+        digest = sha256(path)
+        if memo:
+            try:
+                write_json(memo, {**(known if isinstance(known, dict) else {}), version: digest})
+            except OSError:
+                pass  # a read-only cache folder: hashed again next time
+    _CLIP_SHA[version] = digest
+    return digest
 
 
 def images_digest(items):
@@ -100,13 +121,13 @@ def images_digest(items):
     return digest.hexdigest()
 
 
-def cache_key(trainer, loader):
+def cache_key(trainer, loader, directory=""):
     """Everything the features of ``loader``'s images depend on (see the module doc)."""
     from dept.version import __version__
 
-    dataset = loader.dataset
+    dataset, cfg = loader.dataset, trainer.cfg
     return {
-        "format": FORMAT, "clip_sha256": clip_sha256(trainer.cfg), "backbone": trainer.cfg.MODEL.BACKBONE.NAME,
+        "format": FORMAT, "clip_sha256": clip_sha256(cfg, directory), "backbone": cfg.MODEL.BACKBONE.NAME,
         "precision": trainer.prec, "dtype": str(trainer.model.dtype), "device": torch.device(trainer.device).type,
         "transform": repr(dataset.transform), "reader": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
         "batch_size": loader.batch_size, "images": images_digest(dataset.data_source),
@@ -205,7 +226,7 @@ def evaluate(trainer, split=None):
         return None
     items = loader.dataset.data_source
     try:
-        key = cache_key(trainer, loader)
+        key = cache_key(trainer, loader, directory)
     except OSError as err:
         logger.info("Image feature cache not used: %s", err)
         return None
