@@ -295,3 +295,17 @@ def test_a_clip_file_rewritten_in_place_is_hashed_again(data_and_clip, tmp_path)
     evaluate(t)
     assert last(t)["hit"] is False and len(files(cache)) == 2
     assert len(json.load(open(cache / feature_cache.CLIP_HASHES))) == 2
+
+
+def test_the_benchmark_sub_command_runs(tmp_path, capsys):
+    """``benchmarks/benchmark.py feature-cache --quick``: every evaluation timed, one miss, the rest hits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO, "benchmarks", "benchmark.py"))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    out = tmp_path / "r.json"
+    assert benchmark.main(["feature-cache", "--quick", "--out", str(out)]) == 0
+    run = json.load(open(out))
+    assert [h for r in run["rows"] for h in r["hits"]] == [False] + [True] * (len(run["rows"]) * run["seeds"] - 1)
+    assert "× less" in capsys.readouterr().out
