@@ -309,3 +309,11 @@ def test_the_benchmark_sub_command_runs(tmp_path, capsys):
     run = json.load(open(out))
     assert [h for r in run["rows"] for h in r["hits"]] == [False] + [True] * (len(run["rows"]) * run["seeds"] - 1)
     assert "× less" in capsys.readouterr().out
+
+
+def test_a_loader_that_shuffles_is_not_served(data_and_clip, tmp_path):
+    """Cached features are in the dataset's order: a loader reading in another order gets none."""
+    t = build("ZeroshotCLIP", data_and_clip, tmp_path)
+    t.test_loader = torch.utils.data.DataLoader(t.test_loader.dataset, batch_size=4, shuffle=True)
+    evaluate(t)
+    assert not getattr(t, "feature_cache_log", None) and not files(tmp_path)
