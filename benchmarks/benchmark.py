@@ -78,12 +78,15 @@ Usage::
         --original-dir promptsrc=PATH --original-dir clip_adapter=PATH --out results.json
     python benchmarks/benchmark.py --quick          # a tiny CLIP, seconds: checks that it runs
     python benchmarks/benchmark.py --report results.json   # print a saved run's report again
+    python benchmarks/benchmark.py feature-cache --images 50   # evaluations with and without the shared
+                                                               # image features (feature_cache_benchmark.py)
 """
 import argparse
 import ast
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -969,7 +972,15 @@ def conditional(method, weights):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["feature-cache"]:  # the sub-command: evaluations with and without the shared image features
+        spec = importlib.util.spec_from_file_location(
+            "feature_cache_benchmark", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "feature_cache_benchmark.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main(argv[1:], write_weights)
+    args = parse_args(argv)
     if args.report:
         with open(args.report) as f:
             sys.stdout.write(render(json.load(f)))

@@ -69,5 +69,6 @@ def clip_adapter_keys(cfg):
 
 register_method(Method("CLIPAdapter", configs={"base2new": "vit_b16_ep10_bs4_lr35"}, node="CLIP_ADAPTER",
                        keys=clip_adapter_keys, paper_name="CLIP-Adapter", aliases=("CLIP_Adapter",),
+                       frozen_image_encoder=True,  # the adapter comes after the frozen feature
                        checkpoint="clip_adapter", dept_checkpoint="clip_adapter",  # the original's
                        official_checkpoints=("clip_adapter",)), CLIPAdapter, CLIPAdapterDePT)

@@ -67,5 +67,6 @@ def cocoop_keys(cfg):
 
 
 register_method(Method("CoCoOp", configs={"base2new": "vit_b16_c4_ep10_batch1_ctxv1"}, node="COCOOP",
-                       keys=cocoop_keys, paper_name="CoCoOp", dept_aliases=("ExtrasLinearProbeCoCoOp",)),
+                       keys=cocoop_keys, paper_name="CoCoOp", dept_aliases=("ExtrasLinearProbeCoCoOp",),
+                       frozen_image_encoder=True),  # the text is conditioned on the frozen image feature
                 CoCoOp, CoCoOpDePT)

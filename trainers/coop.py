@@ -20,4 +20,4 @@ def coop_keys(cfg):
 
 
 register_method(Method("CoOp", configs={"base2new": "vit_b16_ep10_bs4_lr35"}, keys=coop_keys, paper_name="CoOp",
-                       dept_aliases=("ExtrasLinearProbeCoOp",)), CoOp, CoOpDePT)
+                       dept_aliases=("ExtrasLinearProbeCoOp",), frozen_image_encoder=True), CoOp, CoOpDePT)

@@ -57,4 +57,5 @@ def kgcoop_keys(cfg):
 
 
 register_method(Method("KgCoOp", configs={"base2new": "vit_b16_ep10_ctxv1_bs4_lr35"}, keys=kgcoop_keys,
-                       paper_name="KgCoOp", dept_aliases=("ExtrasLinearProbeKgCoOp",)), KgCoOp, KgCoOpDePT)
+                       paper_name="KgCoOp", dept_aliases=("ExtrasLinearProbeKgCoOp",), frozen_image_encoder=True),
+                KgCoOp, KgCoOpDePT)

@@ -41,7 +41,7 @@ class ZeroshotCLIP2(ZeroshotCLIP):
 
 def zero_shot(name):
     """Zero-shot CLIP's record: it learns nothing (evaluated as built), it reads TRAINER.COOP.PREC."""
-    return Method(name, configs={"base2new": "vit_b16"}, paper_name=name, trained=False,
+    return Method(name, configs={"base2new": "vit_b16"}, paper_name=name, trained=False, frozen_image_encoder=True,
                   checkpoint="zeroshot_clip", dept_checkpoint="zeroshot_clip")  # nothing is ever saved
 
 

@@ -42,6 +42,10 @@ def _dept_node():
     # auto = the prefix every class shares ([SOS] + context) run once where the context is generic and
     # the name at the end, else truncated; truncated = up to the last EOT; full = all 77 positions.
     dept.TEXT_ENCODING = "auto"
+    # Where evaluations share the frozen CLIP image features of their test images ("" = off): each
+    # is computed once per CLIP file, precision, transform and image list (dept.core.feature_cache).
+    # Only for methods whose image encoder is frozen and unprompted; never a setting of a run.
+    dept.FEATURE_CACHE = ""
     return dept
 
 

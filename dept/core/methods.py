@@ -47,6 +47,10 @@ class Method:
     dept_aliases: tuple = ()
     #: False for a method that learns nothing (zero-shot CLIP): evaluated as built, never trained
     trained: bool = True
+    #: True when its image features are CLIP's own, frozen and unprompted (before any adapter): its
+    #: evaluations may share them through the feature cache (``dept.core.feature_cache``). False
+    #: (the default, always safe) for a method that prompts or trains the image encoder.
+    frozen_image_encoder: bool = False
     #: the config of the tiny demo and of the tests
     demo_config: str = "demo_tiny"
     #: whether it puts prompts into the image encoder's tokens, which needs a ViT (a ResNet CLIP is

@@ -131,10 +131,17 @@ class PromptCLIP(nn.Module):
         finally:
             self._text_cache = None
 
-    def features(self, images):
-        """The one forward pass per batch (``Features``): prompts, then both encoders."""
+    def features(self, images, image_features=None):
+        """The one forward pass per batch (``Features``): prompts, then both encoders.
+
+        ``image_features``: what ``encode_image`` gives for ``images`` with no visual prompts,
+        computed before (the evaluation's feature cache, ``dept.core.feature_cache``); the images
+        are then not read. The method's own steps after the encoder (``adapt_image``, text
+        conditioned on the image) run as they do on images.
+        """
         prompts = self.prompt_learner.prompts()
-        image = self.adapt_image(self.encode_image(images, prompts))
+        encoded = self.encode_image(images, prompts) if image_features is None else image_features
+        image = self.adapt_image(encoded)
         prompts = self.prompt_learner.condition(prompts, image)
         text = self.encode_text(prompts)
         return Features(image, text, self.itm_logits(image, text))

@@ -21,6 +21,7 @@ import yaml
 NEUTRAL_KEYS = frozenset({
     "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "VERBOSE",
     "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT", "DATASET.CHECK_IMAGES", "MODEL.BACKBONE.CACHE_DIR",
+    "DEPT.FEATURE_CACHE",  # the shared image features are exactly those a run would compute
 })
 # The official spellings that are Dassl's own keys: a trainer that is not one of our methods (a
 # CoOp-family trainer under ``ConventionDePT``) builds its optimizer with Dassl's, which reads them.

@@ -2,7 +2,8 @@
 
 It holds what the CoOp family shares: loading CLIP, freezing by name, the staged-LR optimizer,
 one forward per batch (``model.features``) followed by named losses (``losses``, summed in one
-place) or the prediction (``predict``), evaluation with the text features computed once, and
+place) or the prediction (``predict``), evaluation with the text features computed once (and the
+frozen image features shared between runs, ``dept.core.feature_cache``), and
 checkpoints of the trained tensors from which a run resumes bit for bit. A method is a subclass
 that names its model class, and a record (``dept.core.methods``); its DePT variant is one more
 line (``dept.core.mixin.DePTMixin``)::
@@ -34,6 +35,7 @@ from dassl.metrics import compute_accuracy
 from dassl.utils import AverageMeter, MetricMeter
 from tqdm import tqdm
 
+from dept.core import feature_cache
 from dept.core.class_list import ClassesOnly
 from dept.core.class_list import active as active_class_list
 from dept.core.clip_loader import PRECISIONS, clip_summary, load_clip
@@ -345,7 +347,9 @@ class PromptTrainer(TrainerX):
         self.set_model_mode("eval")
         self.before_test()
         with self.model.cached_text_features():
-            result = super().test(split)
+            result = feature_cache.evaluate(self, split)  # None where the shared image features do not serve
+            if result is None:
+                result = super().test(split)
         self.test_result = {"split": split or self.cfg.TEST.SPLIT, "accuracy": float(result),
                             "per_class": per_class(self.evaluator._y_true, self.evaluator._y_pred, self.lab2cname)}
         return result

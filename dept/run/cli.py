@@ -21,6 +21,7 @@ from dept.run.errors import ClearParser, Interrupted, UsageError
 from dept.run.execute import Executor
 from dept.run.names import unknown_datasets, unknown_trainer
 from dept.run.plan import RUNNER_KEYS, Planner
+from dept.store.layout import FEATURE_CACHE_DIR
 from dept.store.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS
 from dept.util.files import DiskFull
 
@@ -55,6 +56,11 @@ def build_parser(protocol=PROTOCOLS["base2new"]):
                    help="print what would run and what would be skipped; write nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs that failed (by default they are reported and left as they are)")
+    p.add_argument("--feature-cache", default="", metavar="DIR",
+                   help=f"where evaluations share the frozen CLIP image features of their test images (default: "
+                        f"<output>/{FEATURE_CACHE_DIR}); only methods whose image encoder is frozen and unprompted")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="every evaluation computes its own image features (DEPT.FEATURE_CACHE \"\")")
     add_backend_arguments(p)
     p.add_argument("opts", nargs=argparse.REMAINDER,
                    help="config options for every run, after --: -- OPTIM.MAX_EPOCH 5 DEPT.FUSION probs")
@@ -76,6 +82,8 @@ def parse_args(argv=None, protocol=PROTOCOLS["base2new"], raise_errors=False):
     if args.root and not args.demo:
         args.root = os.path.abspath(os.path.expanduser(args.root))
     args.protocol = protocol.name
+    args.feature_cache = "" if args.no_feature_cache else os.path.abspath(os.path.expanduser(
+        args.feature_cache or os.path.join(args.output, FEATURE_CACHE_DIR)))
     return args
 
 
@@ -103,6 +111,8 @@ def prepare(args, protocol):
             args.datasets = [DEMO_SOURCE]
         args.config = args.config or DEMO_CONFIG
         runner_opts = ["MODEL.BACKBONE.PATH", clip_path]
+    if getattr(args, "feature_cache", ""):  # no setting of a run: the shared features are the ones it would compute
+        runner_opts += ["DEPT.FEATURE_CACHE", args.feature_cache]
     if args.demo and args.config == DEMO_CONFIG:
         missing = [t for t in args.trainers
                    if not os.path.isfile(os.path.join(args.configs_dir, "trainers", t, f"{DEMO_CONFIG}.yaml"))]

@@ -334,6 +334,7 @@ def _run(args, cfg, record, ran):
     result = getattr(trainer, "test_result", None)
     record["result"] = dict(result) if result else None
     record["head"] = getattr(trainer, "head_mode", None)
+    record["feature_cache"] = getattr(trainer, "feature_cache_log", None)  # hit or miss, per evaluation
     dataset = getattr(getattr(trainer, "dm", None), "dataset", None)
     record["notes"] += list(getattr(trainer, "notes", None) or getattr(dataset, "notes", None) or [])
     return trainer

@@ -31,9 +31,10 @@ SOURCE_PREFIX = "from_"
 EVALUATION = "evaluation"
 PROTOCOL_TOP = "base2new"
 #: folders under the root that hold no runs: the demo's data and CLIP, SLURM's job files, the report,
-#: the analyses (``python -m dept analyze`` and ``ablate``)
+#: the analyses (``python -m dept analyze`` and ``ablate``), the runner's shared image features
 DEMO_DIR, SLURM_DIR, REPORT_DIR, ANALYSIS_DIR = "demo", "slurm", "report", "analysis"
-NOT_RUNS = (DEMO_DIR, SLURM_DIR, REPORT_DIR, ANALYSIS_DIR)
+FEATURE_CACHE_DIR = "feature_cache"
+NOT_RUNS = (DEMO_DIR, SLURM_DIR, REPORT_DIR, ANALYSIS_DIR, FEATURE_CACHE_DIR)
 RESULTS = "results"  # <root>/<protocol>/results: the runner's tables
 
 MAX_NAME = 100

@@ -19,6 +19,8 @@ means finished *with the settings its folder stands for* (``dept.store.verify``)
     result.per_class  [{"class", "n", "accuracy"}] of the final evaluation, in label order
     clip        {"name", "path", "arch": {...}}: the CLIP that was loaded
     head        how the classes were scored: "fused (<fusion>)", "itm" or None (no DePT head)
+    feature_cache  [{"split", "hit", "images", "file"}] per evaluation that used the shared image
+                features (``dept.core.feature_cache``), or None; never part of the run's settings
     notes       warnings a reader of the results must see (untrained model, short classes, ...)
     error       the error of a failed run; ``saved`` what an interrupted run saved
     started, ended, host, pid, dept_version
