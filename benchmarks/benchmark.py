@@ -530,6 +530,7 @@ def run_job(job):
 
         cfg = add_dept_config(get_cfg_default())
         cfg.MODEL.BACKBONE.PATH = job["weights"]
+        cfg.INPUT.SIZE = (size, size)  # the CLIP's own input size (checked when it is loaded)
         clip_model, _ = load_clip(cfg, "fp16" if job["fp16"] else "fp32", device)
         encoder = clip_model.visual
         images = test_images.type(clip_model.dtype)

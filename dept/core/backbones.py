@@ -65,7 +65,8 @@ def _refuse_resnet(trainer, backbone, what):
 
 def _size_error(size, backbone, resolution, where):
     return BackboneError(
-        f"INPUT.SIZE is {tuple(size)} but {backbone} takes {resolution}×{resolution}-pixel images ({where}): set "
+        f"INPUT.SIZE is {tuple(size)} but {backbone or 'the CLIP file'} takes {resolution}×{resolution}-pixel images "
+        f"({where}): set "
         f"INPUT.SIZE ({resolution}, {resolution}), or use the config for that backbone.")
 
 
