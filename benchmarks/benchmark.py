@@ -15,6 +15,9 @@ number of classes, on one CLIP with random weights (ViT-B/16 shape; fp32 on CPU,
   (``VmHWM``, reset after the build) over the resident size after the build: activations kept for
   backward, gradients, optimizer state, allocator slack. ``total`` is the process's peak RSS. On
   CUDA: ``torch.cuda.max_memory_allocated`` over what was allocated after the build;
+* **floor s / step** (ours): the method's own image encoder alone on the same batch, forward, and
+  backward where visual prompts train (``floors.py``); **× floor** is s / step over it: how far the
+  step is from the part of it no implementation can avoid;
 * **test img/s**: images per second of an evaluation of ``--test-images-per-class`` images per
   class in batches of ``--test-batch``: the measured time of the text encoding our evaluation does
   once (``cached_text_features``; none where the text depends on the image, CoCoOp) plus, per
@@ -78,6 +81,8 @@ Usage::
         --original-dir promptsrc=PATH --original-dir clip_adapter=PATH --out results.json
     python benchmarks/benchmark.py --quick          # a tiny CLIP, seconds: checks that it runs
     python benchmarks/benchmark.py --report results.json   # print a saved run's report again
+    python benchmarks/benchmark.py --figure benchmarks/results/speedups.png   # speed-ups and memory ratios
+                                                               # of the saved runs (speedup_figure.py)
     python benchmarks/benchmark.py feature-cache --images 50   # evaluations with and without the shared
                                                                # image features (feature_cache_benchmark.py)
 """
@@ -201,6 +206,17 @@ def read_classnames(path):
             first, _, rest = line.partition(" ")
             names.append(rest if rest and first[:1] == "n" and first[1:].isdigit() else line)
     return names
+
+
+def sibling(name):
+    """A module of this folder (benchmarks/ is no package), loaded from its file once."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                         f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 # -- measurement helpers ---------------------------------------------------------------------
@@ -562,6 +578,9 @@ def run_job(job):
             growth, total = memory.peak()
             result.update(step_s=statistics.median(times), steps_timed=len(times), step_times=times,
                           peak_growth_bytes=growth, peak_total_bytes=total, memory_method=memory.method)
+            if not official:  # after the peak is read: the floor's own memory is not the step's
+                trainer.optim.zero_grad(set_to_none=True)
+                result.update(sibling("floors").measure_training_floor(trainer, batch["img"], job, device, timed))
         except _NoTraining:
             result["no_training"] = True
         except (RuntimeError, MemoryError) as error:
@@ -759,14 +778,14 @@ def _official_test_of(results, r):
 def table(results):
     mb = 2 ** 20
     lines = [
-        "| classes | method | batch | code | s / step (n) | × faster | peak MB (growth) | ÷ official | "
-        "peak MB (total) | text once s | test img/s | % of floor |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| classes | method | batch | code | s / step (n) | floor s / step | × floor | × faster | peak MB (growth) | "
+        "÷ official | peak MB (total) | text once s | test img/s | % of floor |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [r for r in results if r.get("kind") != "floor"]
     for r in results:
         if r.get("kind") == "floor":
-            lines.append(f"| - | CLIP image encoder alone (floor) | | | | | | | | | "
+            lines.append(f"| - | CLIP image encoder alone (floor) | | | | | | | | | | | "
                          f"{_fmt(r.get('test_img_s'), '.2f')} | 100 |")
     for r in sorted(rows, key=lambda r: (r["classes"], METHODS.index(r["method"]) if r["method"] in METHODS
                                          else len(METHODS), r["method"], -r["batch"], r["kind"] != "ours")):
@@ -775,10 +794,11 @@ def table(results):
         if "step_s" in r:
             speedup = ref["step_s"] / r["step_s"] if ref else None
             mem = r["peak_growth_bytes"] / ref["peak_growth_bytes"] if ref and ref.get("peak_growth_bytes") else None
-            train = (f"{r['step_s']:.2f} ({r['steps_timed']}) | {_fmt(speedup, '.1f')} | "
+            floor, times = sibling("floors").floor_columns(r)
+            train = (f"{r['step_s']:.2f} ({r['steps_timed']}) | {floor} | {times} | {_fmt(speedup, '.1f')} | "
                      f"{r['peak_growth_bytes'] / mb:,.0f} | {_fmt(mem, '.3f')} | {r['peak_total_bytes'] / mb:,.0f}")
         else:
-            train = f"{r.get('error') or ('no training step' if r.get('no_training') else 'n/a')} | | | |"
+            train = f"{r.get('error') or ('no training step' if r.get('no_training') else 'n/a')} | | | | | |"
         test_ref = _official_test_of(results, r) if r["kind"] == "ours" else None
         img_s = r.get("test_img_s")
         test = _fmt(img_s, ".2f")
@@ -887,6 +907,14 @@ def parse_args(argv):
     parser.add_argument("--resume", action="store_true",
                         help="keep the figures already in --out (an interrupted run, same settings); measure the rest")
     parser.add_argument("--report", default="", help="print the report of a saved --out file and exit")
+    parser.add_argument("--no-test", dest="test", action="store_false",
+                        help="training steps (and their floors) only: no evaluation measured")
+    parser.add_argument("--figure", default="", metavar="PNG",
+                        help="draw the speed-ups and memory ratios against the original code of the saved runs "
+                             "(--figure-from) into this file and exit; measures nothing")
+    parser.add_argument("--figure-from", nargs="+", default=None, metavar="JSON",
+                        help="saved runs for --figure (default: every benchmarks/results/*.json with rows of the "
+                             "official or original code)")
     args = parser.parse_args(argv)
     if args.quick:
         args.classes = [5] if args.classes == [50, 500] else args.classes
@@ -982,6 +1010,9 @@ def main(argv=None):
         spec.loader.exec_module(module)
         return module.main(argv[1:], write_weights)
     args = parse_args(argv)
+    if args.figure:
+        sibling("speedup_figure").write_figure(args.figure, args.figure_from)
+        return 0
     if args.report:
         with open(args.report) as f:
             sys.stdout.write(render(json.load(f)))
@@ -1028,10 +1059,11 @@ def main(argv=None):
                               train=trains)
                 for i, batch in enumerate(batches):
                     for path in args.paths:
-                        jobs.append(dict(common, kind="ours", path=path, batch=batch, test=i == 0))
+                        jobs.append(dict(common, kind="ours", path=path, batch=batch, test=i == 0 and args.test))
                     reference = reference_code(method, settings)
                     if reference:
-                        jobs.append(dict(common, kind="official", path=reference, batch=batch, test=i == 0))
+                        jobs.append(dict(common, kind="official", path=reference, batch=batch,
+                                         test=i == 0 and args.test))
         load_before = os.getloadavg()
         done = _saved_results(args.out, settings) if args.resume else {}
         results = []
@@ -1099,7 +1131,9 @@ def render(run):
         f"{'CUDA allocator' if settings['fp16'] else 'peak RSS'} growth over the built trainer"
         f"{f', address space limited to {limit / 2 ** 30:.1f} GiB' if limit else ''}. × faster and ÷ official: "
         f"against the official code at the same classes and batch; (n×) after test img/s: against its test "
-        f"img/s. Load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after."
+        f"img/s. floor s / step: the method's own image encoder alone on the training batch (forward; and backward, "
+        f"fwd+bwd, where visual prompts train); × floor: s / step over it. % of floor: test img/s over the stock "
+        f"image encoder's. Load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after."
     )
     if "command" in run:
         header += f"\n\nCommand: `python {run['command']}`"

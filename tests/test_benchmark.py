@@ -32,6 +32,13 @@ def test_quick_benchmark_reports_every_method(tmp_path, capsys):
             assert r["no_training"] and "step_s" not in r and r["test_img_s"] > 0, r
         else:
             assert r["step_s"] > 0 and r["test_img_s"] > 0 and r["peak_total_bytes"] > 0, r
+    # every training step has its floor: the method's image encoder alone, with backward exactly where
+    # visual prompts train
+    visual = {"MaPLe", "IVLP", "VPT", "PromptSRC"}
+    for r in (r for r in ours if "step_s" in r):
+        assert r["floor_step_s"] > 0 and r["floor_steps_timed"] == 1, r
+        assert r["floor_backward"] == (r["method"].removesuffix("DePT") in visual), r
+    assert "| floor s / step | × floor |" in report and "(fwd+bwd)" in report
     for r in (r for r in ours if r["batch"] == 4):  # text encoded once per evaluation, except per image
         assert (r["text_once_s"] == 0) == r["method"].startswith("CoCoOp"), r
     assert {r["test_from_batch"] for r in ours if r["batch"] == 1} == {4}  # test figures measured once
@@ -47,11 +54,13 @@ def test_each_configuration_runs_in_its_own_process(tmp_path):
     """Through the scripts/ entry point, as the README says; each measurement in a worker process."""
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--quick",
-                           "--methods", "CoOpDePT", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+                           "--methods", "CoOpDePT", "--no-test", "--out", str(out)], capture_output=True, text=True,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert [r["kind"] for r in results] == ["floor", "ours"]
     assert "error" not in results[1] and results[1]["memory_method"] and results[1]["step_s"] > 0
+    assert results[1]["floor_step_s"] > 0 and "test_batch_s" not in results[1]  # --no-test: training only
     assert "| 5 | CoOpDePT | 4 | ours |" in proc.stdout
 
 
@@ -106,3 +115,34 @@ def test_targets_say_met_or_missed():
         in lines
     assert "CoCoOp, 50 classes, test 2.50 images/s, official 0.50 (target ≥ 2): met" in lines
     assert "CoCoOp, 50 classes, batch 4: training step 5.0× faster than the official code (target ≥ 4×): met" in lines
+
+
+def _saved_run(path, rows):
+    path.write_text(json.dumps({"settings": {}, "results": [{"kind": "floor", "floor_batch_s": 1.0}, *rows]}))
+    return str(path)
+
+
+def test_figure_from_saved_runs(tmp_path, caplog):
+    """The figure reads saved runs only: each trained configuration measured beside its reference."""
+    def row(kind, method, classes, step, mem, batch=4):
+        return dict(kind=kind, method=method, classes=classes, batch=batch, step_s=step, peak_growth_bytes=mem,
+                    path="auto" if kind == "ours" else "official")
+
+    first = _saved_run(tmp_path / "a.json", [
+        row("ours", "CoOp", 50, 1.0, 10), row("official", "CoOp", 50, 4.0, 100),
+        row("ours", "CoOp", 500, 2.0, 10), row("official", "CoOp", 500, 80.0, 200),
+        row("ours", "CoCoOp", 500, 3.0, 5, batch=1), row("official", "CoCoOp", 500, 30.0, 50, batch=1),
+        row("ours", "CoOpDePT", 50, 1.0, 10),  # no reference: not drawn
+        dict(kind="ours", method="ZeroshotCLIP", classes=50, batch=4, path="auto", no_training=True)])
+    second = _saved_run(tmp_path / "b.json", [row("ours", "CoOp", 50, 9.0, 9), row("official", "CoOp", 50, 9.0, 9)])
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))  # another benchmark's file: skipped
+    out = tmp_path / "speedups.png"
+    assert benchmark.main(["--figure", str(out), "--figure-from", second, first, str(tmp_path / "other.json")]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = benchmark.sibling("speedup_figure").pairs([first, second])
+    drawn = {(m, c, b): (ref["step_s"] / ours["step_s"], ours["peak_growth_bytes"] / ref["peak_growth_bytes"])
+             for m, c, b, ours, ref, _ in rows}
+    assert drawn == {("CoOp", 50, 4): (4.0, 0.1), ("CoOp", 500, 4): (40.0, 0.05), ("CoCoOp", 500, 1): (10.0, 0.1)}
+    assert "in " + first in caplog.text  # CoOp at 50 twice: the first file's, the other named
+    with pytest.raises(SystemExit, match="no saved run with rows of the official or original code"):
+        benchmark.main(["--figure", str(out), "--figure-from", str(tmp_path / "other.json")])
