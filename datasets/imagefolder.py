@@ -29,6 +29,7 @@ from dassl.data.datasets import DATASET_REGISTRY
 
 from dept.core.registry import register
 from dept.util.files import atomic_open, sha256
+from dept.util.images import IMAGE_SUFFIXES
 
 from .base import CoOpDataset, image_check_mode
 from .errors import DatasetConfigError, DatasetNotFoundError, MissingImagesError, SplitFileError, UnreadableImageError
@@ -47,8 +48,7 @@ FRACTIONS = (0.5, 0.2)  # train, val per class; the rest is test (CoOp's DTD-sty
 VAL_FRACTION = 0.2  # val taken from train when a split layout has none (CoOp's split_trainval)
 SPLIT_SEED = 0
 MIN_IMAGES = 4  # the fewest images 50/20/30 with CoOp's rounding cuts into three non-empty parts
-IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                              ".ppm", ".pgm", ".pbm", ".pnm"))
+IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES)
 SHOWN = 10  # paths or classes a message names before it counts the rest
 GUIDE = 'DATASETS.md, section "Your own images"'
 LAYOUT = ("your images, one folder per class (<class>/*.jpg), or train/, val/, test/ holding such "

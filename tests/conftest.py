@@ -132,6 +132,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def slurm_jobs():
+    """Job ids a module's SLURM tests submitted: whatever is left of them is cancelled at its end."""
+    import subprocess
+
+    ids = []
+    yield ids
+    if ids:
+        subprocess.run(["scancel", *sorted(set(ids))], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory):
     from dept.core.testing import save_tiny_clip

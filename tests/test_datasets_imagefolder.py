@@ -315,16 +315,23 @@ def test_missing_folder(tmp_path):
 # -- one command: the runner's base-to-new on your folder, then its model on another folder (cross-dataset) -----
 
 
+def runner(protocol, tmp_path, clip_file, *flags):
+    """``python -m dept <protocol>`` on ``<tmp_path>/data/imagefolder`` (seed 1, 2 shots, one epoch of the tiny
+    config) into ``<tmp_path>/output``; asserts it succeeded."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dept", protocol, "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
+         "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(tmp_path / "output"), *flags,
+         "--", "MODEL.BACKBONE.PATH", clip_file, "OPTIM.MAX_EPOCH", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_base_to_new_through_the_runner_then_cross_dataset(tmp_path, tiny_clip_file, restore_stdout):
     make_folder(tmp_path / "data")
     make_folder(tmp_path / "data", {"tulip": 4, "rose": 5, "daisy": 4}, folder="flowers")
     out = tmp_path / "output"
-    proc = subprocess.run(
-        [sys.executable, "-m", "dept", "base2new", "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
-         "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(out), "--",
-         "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = runner("base2new", tmp_path, tiny_clip_file)
     runs = os.path.join(str(out), "base2new", "{}", "imagefolder", "shots_2", "CoOpDePT", "demo_tiny+OPTIM.MAX_EPOCH=1",
                         "seed1")
     for stage in ("train_base", "test_new"):
@@ -366,12 +373,7 @@ def test_base_to_new_through_the_runner_then_cross_dataset(tmp_path, tiny_clip_f
                   "DATASET.SUBSAMPLE_CLASSES", "base"])
     finally:
         del os.environ[REBUILD_ENV]
-    proc = subprocess.run(
-        [sys.executable, "-m", "dept", "base2new", "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
-         "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(out), "--",
-         "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = runner("base2new", tmp_path, tiny_clip_file)
     assert "it ran on another split of its images" in proc.stdout + proc.stderr
     for stage in ("train_base", "test_new"):
         with open(os.path.join(runs.format(stage), "dept_run.json")) as f:
@@ -383,12 +385,7 @@ def test_few_shot_with_a_visual_prompt_method_through_the_runner(tmp_path, tiny_
     """The few-shot protocol on your folder with a method that prompts the image encoder (MaPLe + DePT)."""
     make_folder(tmp_path / "data")
     out = tmp_path / "output"
-    proc = subprocess.run(
-        [sys.executable, "-m", "dept", "few-shot", "--root", str(tmp_path / "data"), "--datasets", "imagefolder",
-         "--trainers", "MaPLeDePT", "--seeds", "1", "--shots", "2", "--config", "demo_tiny", "--output", str(out),
-         "--", "MODEL.BACKBONE.PATH", tiny_clip_file, "OPTIM.MAX_EPOCH", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runner("few-shot", tmp_path, tiny_clip_file, "--trainers", "MaPLeDePT")
     (record_path,) = [os.path.join(here, "dept_run.json") for here, _, files in os.walk(str(out / "imagefolder"))
                       if "dept_run.json" in files]
     with open(record_path) as f:

@@ -36,18 +36,18 @@ def command(output, seeds, *extra):
             "--output", str(output), *extra, "--", "OPTIM.MAX_EPOCH", str(EPOCHS)]
 
 
-def run_runner(cmd, submitted):
+def run_runner(cmd, jobs):
     """Run the runner; remember the job ids it submitted (cancelled at the end of the module)."""
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=RUNNER_TIMEOUT_S,
                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except subprocess.TimeoutExpired as err:
         out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-        submitted.extend(re.findall(r"as job (\d+)", out))
+        jobs.extend(re.findall(r"as job (\d+)", out))
         pytest.fail(f"the runner did not end within {RUNNER_TIMEOUT_S}s; its output:\n{out[-4000:]}")
     proc.output = proc.stdout + proc.stderr
     proc.jobs = re.findall(r"slurm: submitted \d+ task\(s\) as job (\d+)", proc.output)
-    submitted.extend(proc.jobs)
+    jobs.extend(proc.jobs)
     return proc
 
 
@@ -216,15 +216,6 @@ def test_required_slurm_tests_fail_the_run_when_skipped(tmp_path):
 # -- on a real SLURM ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def submitted():
-    """Job ids the tests submitted: whatever is left of them is cancelled at the end."""
-    ids = []
-    yield ids
-    if ids:
-        subprocess.run(["scancel", *sorted(set(ids))], capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
 def cluster():
     out = subprocess.run(["sinfo", "--noheader", "--format", "%P %a %D %T"], capture_output=True, text=True,
                          timeout=60)
@@ -234,11 +225,11 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def grid(cluster, submitted, tmp_path_factory):
+def grid(cluster, slurm_jobs, tmp_path_factory):
     """Seeds 1 and 2 of the demo, submitted as one array and waited for (one output root for the module)."""
     output = tmp_path_factory.mktemp("slurm") / "output"
     start = time.time()
-    proc = run_runner(command(output, (1, 2)), submitted)
+    proc = run_runner(command(output, (1, 2)), slurm_jobs)
     proc.took = time.time() - start
     return output, proc
 
@@ -262,14 +253,14 @@ def test_grid_runs_as_a_job_array(grid):
 
 @pytest.mark.slurm
 @pytest.mark.dassl
-def test_cancelled_chain_resumes_and_finished_ones_are_skipped(grid, submitted):
+def test_cancelled_chain_resumes_and_finished_ones_are_skipped(grid, slurm_jobs):
     output, first = grid
     assert first.returncode == 0, first.output[-6000:]
     finished = {(stage, seed): fingerprint(os.path.join(run_dir(output, stage, seed), "dept_run.json"))
                 for stage in ("train_base", "test_new") for seed in (1, 2)}
 
     # Seeds 1 2 3, not waiting: only seed 3's chain is to do.
-    proc = run_runner(command(output, (1, 2, 3), "--no-wait"), submitted)
+    proc = run_runner(command(output, (1, 2, 3), "--no-wait"), slurm_jobs)
     assert proc.returncode == 0, proc.output[-6000:]
     assert "slurm: submitted 1 task(s) as job" in proc.output, proc.output[-3000:]
     task = task_of(output, 3)
@@ -284,7 +275,7 @@ def test_cancelled_chain_resumes_and_finished_ones_are_skipped(grid, submitted):
         assert interrupted["status"] == "interrupted", (interrupted["status"], f.read()[-3000:])
 
     # The same command, waiting: seed 3's chain is submitted again and resumes; 1 and 2 are not.
-    again = run_runner(command(output, (1, 2, 3)), submitted)
+    again = run_runner(command(output, (1, 2, 3)), slurm_jobs)
     assert again.returncode == 0, again.output[-6000:]
     assert "slurm: submitted 1 task(s) as job" in again.output, again.output[-3000:]
     for stage in ("train_base", "test_new"):
@@ -300,10 +291,10 @@ def test_cancelled_chain_resumes_and_finished_ones_are_skipped(grid, submitted):
 
 @pytest.mark.slurm
 @pytest.mark.dassl
-def test_time_limit_warning_requeues_the_task_and_a_rerun_waits_for_it(grid, submitted):
+def test_time_limit_warning_requeues_the_task_and_a_rerun_waits_for_it(grid, slurm_jobs):
     output, first = grid
     assert first.returncode == 0, first.output[-6000:]
-    proc = run_runner(command(output, (1, 2, 4), "--no-wait"), submitted)
+    proc = run_runner(command(output, (1, 2, 4), "--no-wait"), slurm_jobs)
     assert proc.returncode == 0, proc.output[-6000:]
     assert "slurm: submitted 1 task(s) as job" in proc.output, proc.output[-3000:]
     task = task_of(output, 4)
@@ -319,7 +310,7 @@ def test_time_limit_warning_requeues_the_task_and_a_rerun_waits_for_it(grid, sub
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True, timeout=60)
 
     # The same command while the task is queued: it waits for that task, submits nothing.
-    again = run_runner(command(output, (1, 2, 4)), submitted)
+    again = run_runner(command(output, (1, 2, 4)), slurm_jobs)
     assert again.returncode == 0, again.output[-6000:]
     assert f"in the queue already (task {task}): not submitted again" in again.output, again.output[-3000:]
     assert "slurm: submitted" not in again.output, again.output[-3000:]

@@ -26,15 +26,6 @@ def command(output, seeds=(1,), *extra, epochs=2):
             str(epochs)]
 
 
-@pytest.fixture(scope="module")
-def jobs():
-    """Job ids submitted here: cancelled at the end."""
-    ids = []
-    yield ids
-    if ids:
-        subprocess.run(["scancel", *sorted(set(ids))], capture_output=True, timeout=60)
-
-
 def run(cmd, jobs, env=None, timeout=TIMEOUT_S):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=dict(env or os.environ, PYTHONUNBUFFERED="1"))
@@ -77,10 +68,10 @@ def submitted_task(output):
     return task
 
 
-def test_an_unsatisfiable_request_is_refused_before_sbatch(tmp_path, jobs):
+def test_an_unsatisfiable_request_is_refused_before_sbatch(tmp_path, slurm_jobs):
     before = subprocess.run(["squeue", "--noheader", "-O", "JobID"], capture_output=True, text=True).stdout
     proc = run(command(tmp_path / "out", (1,), "--cpus-per-job", "64", "--gpus-per-job", "1",
-                       "--slurm-extra=--begn=now"), jobs)
+                       "--slurm-extra=--begn=now"), slurm_jobs)
     assert proc.returncode == 2, proc.output[-3000:]
     for expected in ("--cpus-per-job 64: the nodes of partition debug have at most",
                      "--gpus-per-job 1: partition debug has no GPUs", "pass --gpus-per-job 0"):
@@ -92,10 +83,10 @@ def test_an_unsatisfiable_request_is_refused_before_sbatch(tmp_path, jobs):
     assert set(after.split()) <= set(before.split()), (before, after)
 
 
-def test_a_task_that_cannot_start_is_said_and_cancelled(tmp_path, jobs):
+def test_a_task_that_cannot_start_is_said_and_cancelled(tmp_path, slurm_jobs):
     output = tmp_path / "out"
     # Submitted held, not waited for: --no-wait says which task runs which chain, and how to follow it
-    proc = run(command(output, (1,), "--no-wait", "--slurm-extra=--hold"), jobs)
+    proc = run(command(output, (1,), "--no-wait", "--slurm-extra=--hold"), slurm_jobs)
     assert proc.returncode == 0, proc.output[-3000:]
     job = re.search(r"as job (\d+)", proc.output).group(1)
     task = re.search(r"  task (\S+): CoOpDePT", proc.output).group(1)  # one chain: a job, not an array
@@ -122,9 +113,9 @@ def test_a_task_that_cannot_start_is_said_and_cancelled(tmp_path, jobs):
     wait_for(f"{task} cancelled", lambda: "PENDING" not in squeue(task), timeout=60)
 
 
-def test_two_runners_submitting_at_once_submit_a_chain_once(tmp_path, jobs):
+def test_two_runners_submitting_at_once_submit_a_chain_once(tmp_path, slurm_jobs):
     output = tmp_path / "out"
-    run(command(output, (1,), "--dry-run"), jobs)  # the demo's data and CLIP made once, before the race
+    run(command(output, (1,), "--dry-run"), slurm_jobs)  # the demo's data and CLIP made once, before the race
     slow = tmp_path / "bin"
     slow.mkdir()
     # sbatch held until the second runner waits at the lock: it says so, and then the first one's sbatch goes on
@@ -145,7 +136,7 @@ def test_two_runners_submitting_at_once_submit_a_chain_once(tmp_path, jobs):
     codes = [r.wait(timeout=TIMEOUT_S) for r in runners]
     outs = [text(log) for log in logs]
     for out in outs:
-        jobs.extend(re.findall(r"as job (\d+)", out))
+        slurm_jobs.extend(re.findall(r"as job (\d+)", out))
     assert codes == [0, 0], outs
     submitted = [re.findall(r"submitted (\d+) task\(s\)", out) for out in outs]
     assert sorted(submitted) == [[], ["2"]], outs  # one runner submitted both chains, the other none
@@ -156,13 +147,13 @@ def test_two_runners_submitting_at_once_submit_a_chain_once(tmp_path, jobs):
 
 
 @pytest.mark.dassl
-def test_a_requeue_by_slurm_is_said_and_the_task_resumes(tmp_path, jobs):
+def test_a_requeue_by_slurm_is_said_and_the_task_resumes(tmp_path, slurm_jobs):
     output = tmp_path / "out"
     log = tmp_path / "runner.log"
     runner = start(command(output, (1,), "--cpus-per-job", "1", "--mem-gb", "2", epochs=60), log)
     try:
         job = wait_for("the submission", lambda: re.search(r"as job (\d+)", text(log)), timeout=180).group(1)
-        jobs.append(job)
+        slurm_jobs.append(job)
         task = submitted_task(output)
         wait_for("a first checkpoint", lambda: [f for _, _, fs in os.walk(output / "base2new" / "train_base")
                                                 for f in fs if f.startswith("model.pth.tar-")], timeout=240)

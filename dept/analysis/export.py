@@ -15,7 +15,7 @@ import io
 import os
 import tempfile
 
-from dept.analysis.loaded import RunError, _needs_prompt_trainer, build_trainer, check_run
+from dept.analysis.loaded import RunError, build_trainer, check_run, needs_prompt_trainer
 
 FORMAT = "dept/export-v1"
 
@@ -28,7 +28,7 @@ def export(run_dir, out, root=None):
     if not out.endswith(".pt"):
         raise RunError(f"{out}: name the export file with .pt")
     record = check_run(run_dir)
-    _needs_prompt_trainer(record.get("trainer") or "", "an export")
+    needs_prompt_trainer(record.get("trainer") or "", "an export")
     trainer = build_trainer(run_dir, record, root, classes=None)
     backbone = trainer.cfg.MODEL.BACKBONE
     clip_file = resolve_clip_file(backbone.NAME, backbone.get("PATH", ""), backbone.get("CACHE_DIR", ""))
@@ -88,7 +88,7 @@ def build_exported(path, clip="", class_names=None):
     from dept.util.files import sha256
 
     content = read_export(path)
-    _needs_prompt_trainer(content["trainer"], "an export")
+    needs_prompt_trainer(content["trainer"], "an export")
     with tempfile.TemporaryDirectory(prefix="dept-export-") as tmp:
         config = os.path.join(tmp, "exported.yaml")
         with open(config, "w") as f:

@@ -63,7 +63,7 @@ def build_trainer(run_dir, record, root=None, classes="all", class_names=None):
         cfg = build_config(path, flags=flags)
         names = None
         if class_names is not None:
-            _needs_prompt_trainer(cfg.TRAINER.NAME, "another class list")
+            needs_prompt_trainer(cfg.TRAINER.NAME, "another class list")
             names = ClassList.of_dataset(DATASET_REGISTRY._obj_map.get(cfg.DATASET.NAME), class_names)
         with contextlib.redirect_stdout(io.StringIO()), class_list(names):  # Dassl's dataset and model summaries
             trainer = dassl_build_trainer(cfg)
@@ -72,7 +72,7 @@ def build_trainer(run_dir, record, root=None, classes="all", class_names=None):
     return trainer
 
 
-def _needs_prompt_trainer(name, what):
+def needs_prompt_trainer(name, what):
     """A trainer that is not dept's own (a CoOp-family class DePT was put on) reads its dataset itself:
     it cannot be built on a class list without data."""
     from dassl.engine import TRAINER_REGISTRY
@@ -82,10 +82,4 @@ def _needs_prompt_trainer(name, what):
     cls = TRAINER_REGISTRY._obj_map.get(name)
     if cls is not None and not issubclass(cls, PromptTrainer):
         raise RunError(f"{name} builds its model from its dataset itself (it is not a dept PromptTrainer): "
-                       f"{what} needs one of dept's trainers ({', '.join(sorted(_dept_trainers()))[:200]}...)")
-
-
-def _dept_trainers():
-    from dept.core.methods import trainers
-
-    return trainers()
+                       f"{what} needs one of dept's own trainers (CoOp, CoOpDePT, MaPLeDePT, ...: docs/extending.md)")

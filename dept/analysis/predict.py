@@ -19,7 +19,6 @@ from dept.analysis.loaded import RunError, build_trainer, check_run
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def load(run_dir, root=None, classes=None, clip=""):

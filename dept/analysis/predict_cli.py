@@ -16,8 +16,9 @@ import os
 import sys
 
 from dept.analysis.loaded import RunError, check_run
-from dept.analysis.predict import IMAGE_SUFFIXES, load, read_image
+from dept.analysis.predict import load, read_image
 from dept.core.class_list import read_class_names
+from dept.util.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 FIELDS = ("path", "rank", "class", "probability")

@@ -136,10 +136,6 @@ class PromptTrainer(TrainerX):
         self._resume_batch, self._resume_rng, self._epoch_rng = 0, None, None
         clip_model, self.prec = load_clip(cfg, self.method_cfg.PREC, self.device)
         self.clip_info = clip_summary(cfg, clip_model)
-        size, clip_size = tuple(cfg.INPUT.SIZE), clip_model.visual.input_resolution
-        if size != (clip_size, clip_size):
-            raise ValueError(f"INPUT.SIZE is {size} but {cfg.MODEL.BACKBONE.NAME} takes {clip_size}×{clip_size}-pixel "
-                             f"images: set INPUT.SIZE ({clip_size}, {clip_size}).")
         clip_model.to(self.device)  # what a method computes once from the frozen CLIP, it computes there
         # the token embeddings, to name the words a learned context ends up nearest to (kept on the CPU)
         self._vocabulary = clip_model.token_embedding.weight.detach().cpu() if self.trained else None

@@ -10,6 +10,9 @@ and a crafted file in it would reach those parsers in every user's run. Every im
 #: the formats of the benchmark datasets' files and of photos people have (PIL's names; a camera's
 #: multi-picture JPEG opens as JPEG); everything else is refused before a decoder sees it
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+#: the file names those formats go by: what a folder of images is listed by (ImageFolder, predictions)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                  ".pbm", ".pnm")
 
 
 def open_image(path):
