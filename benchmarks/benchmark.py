@@ -147,6 +147,10 @@ VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_wid
 RESULT_TAG = "BENCHMARK_RESULT "
 SKEWED = 0.1  # a measurement during which other processes used more than this many cores on average
 KEYS = ("kind", "method", "classes", "batch", "path")
+#: ``--teacher-templates``: the template lists a frozen teacher's text features are averaged over,
+#: by the module-level name its code reads them from: ours (``trainers/promptsrc.py``) and the
+#: original PromptSRC's (``trainers/promptsrc.py``, ``from .imagenet_templates import ...``)
+TEACHER_TEMPLATES = {"PromptSRC": ("PROMPTSRC_TEMPLATES", "IMAGENET_TEMPLATES")}
 
 # Default class names: ImageNet-like token lengths (mostly 1-3 BPE tokens, a few long ones) drawn
 # from a fixed list, so that results do not depend on any file. ``--classnames`` reads real ones.
@@ -341,6 +345,32 @@ def trainer_without_data(cls, cfg, classnames, device):
     return trainer
 
 
+def _fewer_teacher_templates(job, module, patches):
+    """``--teacher-templates N``: the frozen teacher's text features averaged over the first N
+    templates instead of all of them, in ``module`` (ours or the original's), for the build only.
+
+    The teacher is encoded once, when the model is built, into one mean feature per class; a
+    training step and an evaluation read that C×D tensor whatever N was. So N changes the build's
+    time, never what is measured, for ours and the original alike (PromptSRC's original encodes
+    60 templates × C classes at all 77 positions: about half an hour here at 500 classes)."""
+    count = job.get("teacher_templates") or 0
+    if not count or module is None:
+        return
+    for name in TEACHER_TEMPLATES.get(method_record(job["method"]).name, ()):
+        value = getattr(module, name, None)
+        if isinstance(value, (list, tuple)) and len(value) > count:
+            patches.set(module, name, type(value)(value[:count]))
+
+
+def _model_module(cls):
+    """The module holding ``cls.model_cls`` (or a base class's), whose globals the build reads."""
+    for klass in getattr(cls, "model_cls", type).__mro__:
+        module = sys.modules.get(klass.__module__)
+        if any(hasattr(module, n) for names in TEACHER_TEMPLATES.values() for n in names):
+            return module
+    return None
+
+
 def build_ours(job, device):
     from dassl.engine import TRAINER_REGISTRY
 
@@ -348,7 +378,13 @@ def build_ours(job, device):
     _overrides(cfg, job)
     cfg.MODEL.BACKBONE.PATH = job["weights"]
     cfg.DEPT.TEXT_ENCODING = job["path"]
-    return trainer_without_data(TRAINER_REGISTRY.get(job["method"]), cfg, job["classnames"], device)
+    cls = TRAINER_REGISTRY.get(job["method"])
+    patches = _Patches()
+    _fewer_teacher_templates(job, _model_module(cls), patches)
+    try:
+        return trainer_without_data(cls, cfg, job["classnames"], device)
+    finally:
+        patches.undo()
 
 
 @contextlib.contextmanager
@@ -451,6 +487,7 @@ def official_runtime(job, cls=None):
             finally:
                 module.Adapter = adapter_of_this_width
         patches.set(module, "Adapter", adapter_of_this_width)
+    _fewer_teacher_templates(job, module, patches)
     if not job["fp16"]:
         patches.set(torch.Tensor, "half", lambda self, *args, **kwargs: self)
         patches.set(torch.nn.Module, "half", lambda self: self)
@@ -592,6 +629,8 @@ def run_job(job):
                 trainer.optim.zero_grad(set_to_none=True)
             gc.collect()
             result.update(measure_test(trainer, test_images, job, device))
+            if not official:  # its own image encoder on the same test batch: the evaluation's floor
+                result.update(sibling("floors").measure_test_floor(trainer, test_images, job, device, timed))
     return result
 
 
@@ -754,7 +793,9 @@ def add_throughput(results, settings):
             images = settings["test_images_per_class"] * r["classes"]
             r["test_images"] = images
             r["test_img_s"] = images / (r["text_once_s"] + math.ceil(images / batch) * r["test_batch_s"])
-            if floor is not None:
+            if "floor_test_batch_s" in r:  # the method's own image encoder (floors.measure_test_floor)
+                r["floor_fraction"] = r["test_img_s"] / (batch / r["floor_test_batch_s"])
+            elif floor is not None:  # runs saved before: the stock image encoder's
                 r["floor_fraction"] = r["test_img_s"] / floor["test_img_s"]
     for r in results:
         if r.get("kind") in ("ours", "official") and "test_img_s" not in r:
@@ -887,6 +928,11 @@ def parse_args(argv):
     parser.add_argument("--eval-repeats", type=int, default=2, help="timed repeats of test-time measurements")
     parser.add_argument("--budget", type=float, default=40.0,
                         help="seconds that the timed repeats of one measurement stay within (at least one runs)")
+    parser.add_argument("--teacher-templates", type=int, default=0, metavar="N",
+                        help="PromptSRC's frozen teacher text from the first N of its 60 templates, ours and the "
+                             "original alike (0: all). The build encodes them once into one feature per class; a "
+                             "step reads that whatever N is, so N shortens the build (half an hour at 500 classes "
+                             "here for the original) and changes no figure")
     parser.add_argument("--classnames", default="", help="file of class names (one per line, or CoOp's "
                         "'wnid name' classnames.txt); the first N are used. Default: generated, ImageNet-like")
     parser.add_argument("--memory-limit-gb", type=float, default=None,
@@ -1046,8 +1092,9 @@ def main(argv=None):
                         eval_repeats=args.eval_repeats, budget=args.budget, image_size=image_size,
                         test_images_per_class=args.test_images_per_class, memory_limit_bytes=limit,
                         official_dir=os.path.abspath(args.official_dir) if args.official_dir else "",
-                        original_dirs=args.original_dirs,
-                        wait_idle=args.wait_idle)
+                        original_dirs=args.original_dirs, wait_idle=args.wait_idle)
+        if args.teacher_templates:  # absent when all are used: saved runs before the option compare equal
+            settings["teacher_templates"] = args.teacher_templates
         jobs = [dict(settings, kind="floor", weights=weights)]
         for method in args.methods:
             cond = conditional(method, probe)
@@ -1101,7 +1148,7 @@ def _write_json(path, data):
 
 #: settings that must match for ``--resume`` to keep a saved figure
 _COMPARABLE = ("model", "device", "fp16", "seed", "test_batch", "warmup", "steps", "eval_repeats", "budget",
-               "test_images_per_class", "official_dir", "original_dirs")
+               "test_images_per_class", "official_dir", "original_dirs", "teacher_templates")
 
 
 def _saved_results(path, settings):
@@ -1123,6 +1170,8 @@ def render(run):
     threads, load = run.get("threads"), run["load_average"]
     limit = settings.get("memory_limit_bytes")
     busy = [r for r in results if r.get("others_cores", 0) > SKEWED]
+    floor_of = ("method's own image encoder's forward on the test batch"
+                if any("floor_test_batch_s" in r for r in results) else "stock image encoder's")
     header = (
         f"{settings['model']}-shaped CLIP, random weights, {'fp16' if settings['fp16'] else 'fp32'} on "
         f"{settings['device']}{f' ({threads} threads)' if threads else ''}, torch {run['torch']}; each method's "
@@ -1132,9 +1181,12 @@ def render(run):
         f"{f', address space limited to {limit / 2 ** 30:.1f} GiB' if limit else ''}. × faster and ÷ official: "
         f"against the official code at the same classes and batch; (n×) after test img/s: against its test "
         f"img/s. floor s / step: the method's own image encoder alone on the training batch (forward; and backward, "
-        f"fwd+bwd, where visual prompts train); × floor: s / step over it. % of floor: test img/s over the stock "
-        f"image encoder's. Load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after."
+        f"fwd+bwd, where visual prompts train); × floor: s / step over it. % of floor: test img/s over the "
+        f"{floor_of}. Load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after."
     )
+    if settings.get("teacher_templates"):
+        header += (f" PromptSRC's frozen teacher text from its first {settings['teacher_templates']} templates, "
+                   "ours and the original alike (build time only: a step reads one mean feature per class).")
     if "command" in run:
         header += f"\n\nCommand: `python {run['command']}`"
     report = f"{header}\n\n{table(results)}\n"

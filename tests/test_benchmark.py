@@ -42,6 +42,11 @@ def test_quick_benchmark_reports_every_method(tmp_path, capsys):
     for r in (r for r in ours if r["batch"] == 4):  # text encoded once per evaluation, except per image
         assert (r["text_once_s"] == 0) == r["method"].startswith("CoCoOp"), r
     assert {r["test_from_batch"] for r in ours if r["batch"] == 1} == {4}  # test figures measured once
+    for r in (r for r in ours if r["batch"] == 4):  # each evaluation beside its own image encoder's forward
+        assert r["floor_test_batch_s"] > 0, r
+        expected = r["test_img_s"] / (4 / r["floor_test_batch_s"])  # --quick's test batch: 4
+        assert r["floor_fraction"] == pytest.approx(expected), r
+    assert "over the method's own image encoder's forward" in report
     for label in ("CLIP image encoder alone (floor)", "| 5 | CoCoOpDePT | 1 | ours |", "| 5 | MaPLeDePT | 4 | ours |",
                   "| 5 | ZeroshotCLIP | 4 | ours | no training step |", "| 5 | PromptSRCDePT | 4 | ours |"):
         assert label in report
@@ -146,3 +151,30 @@ def test_figure_from_saved_runs(tmp_path, caplog):
     assert "in " + first in caplog.text  # CoOp at 50 twice: the first file's, the other named
     with pytest.raises(SystemExit, match="no saved run with rows of the official or original code"):
         benchmark.main(["--figure", str(out), "--figure-from", str(tmp_path / "other.json")])
+
+
+def test_teacher_templates_cut_for_the_build_only(tmp_path):
+    """--teacher-templates N: PromptSRC's teacher is the mean over the first N templates while the
+    model is built (the figures measured read that one tensor), and the list is whole again after."""
+    from clip.model import build_model
+
+    from dept.core.prompts import tokenize
+
+    weights = str(tmp_path / "clip.pt")
+    benchmark.write_weights("tiny", 0, weights)
+    job = dict(method="PromptSRC", path="auto", fp16=False, image_size=32, device="cpu", weights=weights,
+               classnames=["dog", "cat", "red fox"], model="tiny", teacher_templates=2)
+    module = benchmark._model_module(benchmark.trainer_class("PromptSRC"))
+    templates = module.PROMPTSRC_TEMPLATES
+    assert len(templates) == 60
+    teacher = benchmark.build_ours(job, torch.device("cpu")).model.teacher_text
+    assert module.PROMPTSRC_TEMPLATES is templates  # put back after the build
+    clip_model = build_model(torch.load(weights, weights_only=True)).float().eval()
+    with torch.no_grad():
+        mean = torch.stack([clip_model.encode_text(tokenize([t.format(n) for n in job["classnames"]]))
+                            for t in templates[:2]]).mean(0)
+    torch.testing.assert_close(teacher, mean / mean.norm(dim=-1, keepdim=True))
+    whole = benchmark.build_ours(dict(job, teacher_templates=0), torch.device("cpu")).model.teacher_text
+    assert not torch.allclose(whole, teacher)  # all 60: another teacher
+    dept_teacher = benchmark.build_ours(dict(job, method="PromptSRCDePT"), torch.device("cpu")).model.teacher_text
+    assert torch.equal(dept_teacher, teacher)
