@@ -156,3 +156,60 @@ def test_a_corrupt_record_beside_checkpoints_sets_them_aside(tmp_path):
     from dept.run.train import _check_previous
 
     _check_previous(planner.expected(run.argv), "train")  # dept.run.train replaces such a record, no crash
+
+
+def _backbone_cells(tmp_path, backbone, trainers, protocol="base2new", opts=()):
+    from dept.run.cli import prepare
+
+    args = parse_args(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--trainers", *trainers,
+                       "--backbone", backbone, "--output", str(tmp_path / "out"), "--dry-run", "--", *opts],
+                      PROTOCOLS[protocol])
+    _, cells, chains = prepare(args, PROTOCOLS[protocol])
+    return {c.trainer: c for c in cells}, chains
+
+
+def test_backbone_picks_each_trainers_config_for_it(tmp_path):
+    """--backbone runs a whole grid on another CLIP: each trainer's own config for it where it has one
+    (the folder a per-family --config would give: finished runs are reused), else its config with the
+    backbone's name and input size, which name a variant folder of their own."""
+    cells, chains = _backbone_cells(tmp_path, "ViT-B/32", ["CoOp", "CoOpDePT", "MaPLeDePT", "ZeroshotCLIP"])
+    assert {t: (c.cfg_name, c.variant) for t, c in cells.items()} == {
+        "CoOp": ("vit_b32_ep10_bs4_lr35", "vit_b32_ep10_bs4_lr35"),
+        "CoOpDePT": ("vit_b32_ep10_bs4_lr35", "vit_b32_ep10_bs4_lr35"),
+        "MaPLeDePT": ("vit_b32_c2_ep10_batch4_2ctx", "vit_b32_c2_ep10_batch4_2ctx"),
+        "ZeroshotCLIP": ("vit_b32", "vit_b32")}
+    assert all(f"/{c.variant}/" in chain.runs[0].directory for chain in chains
+               for c in [cells[chain.runs[0].key.trainer]])
+    cells, _ = _backbone_cells(tmp_path, "ViT-L/14@336px", ["KgCoOpDePT"])
+    assert cells["KgCoOpDePT"].variant.startswith("vit_l14_336_")
+    cells, _ = _backbone_cells(tmp_path, "RN50", ["CoOp"])  # no ResNet configs: the options name it
+    assert cells["CoOp"].cfg_name == "vit_b16_ep10_bs4_lr35"
+    assert cells["CoOp"].variant == "vit_b16_ep10_bs4_lr35+MODEL.BACKBONE.NAME=RN50"  # its size is the yaml's 224
+    cells, _ = _backbone_cells(tmp_path, "RN50x4", ["CoOp"])
+    assert cells["CoOp"].variant == "vit_b16_ep10_bs4_lr35+INPUT.SIZE=288,288+MODEL.BACKBONE.NAME=RN50x4"
+    cells, _ = _backbone_cells(tmp_path, "ViT-B/32", ["PromptSRCDePT"], protocol="few_shot")  # no vit_b32 file of it
+    assert cells["PromptSRCDePT"].variant == "vit_b16_c2_ep50_batch4_4+4ctx_few_shot+MODEL.BACKBONE.NAME=ViT-B_32"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--backbone", "ViT-B32"], "--backbone ViT-B32: not a CLIP backbone. Did you mean ViT-B/32"),
+    (["--backbone", "RN50", "--trainers", "CoOp", "MaPLe"],  # visual prompts on a ResNet, before any run
+     "--backbone RN50: MaPLe puts learned prompts into the image encoder's token sequence, which only a ViT has"),
+    (["--backbone", "RN50", "--", "MODEL.BACKBONE.NAME", "RN101"], "--backbone sets them"),
+])
+def test_backbone_mistakes_stop_before_anything_runs(tmp_path, capsys, argv, says):
+    code = run_protocol("base2new", ["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--output",
+                                     str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_backbone_with_the_demo_is_refused(tmp_path, capsys):
+    env_root = os.environ.pop("DATA", None)
+    try:
+        code = run_protocol("base2new", ["--seeds", "1", "--backbone", "ViT-B/32", "--output", str(tmp_path / "o")])
+    finally:
+        if env_root is not None:
+            os.environ["DATA"] = env_root
+    assert code == 2 and "the demo runs its own tiny CLIP" in capsys.readouterr().err

@@ -21,6 +21,28 @@ BACKBONES = {
 }
 
 
+#: backbone -> the prefix of its config files (``configs/trainers/<trainer>/vit_b32_...yaml``): the
+#: ViT-B/16 file's name with ``vit_b16`` replaced (the runner's ``--backbone`` picks them)
+CONFIG_PREFIX = {"ViT-B/16": "vit_b16", "ViT-B/32": "vit_b32", "ViT-L/14": "vit_l14", "ViT-L/14@336px": "vit_l14_336"}
+
+
+def backbone_config(cfg_name, backbone, configs_dir, trainer):
+    """The trainer's config for ``backbone`` beside its ViT-B/16 config ``cfg_name``: the file of the
+    same name with the backbone's prefix where there is one (the folder name a per-backbone
+    ``--config`` gives), else ``cfg_name`` itself (the backbone then comes from the options)."""
+    prefix = CONFIG_PREFIX.get(backbone)
+    if not prefix or not cfg_name.startswith("vit_b16"):
+        return cfg_name
+    name = prefix + cfg_name[len("vit_b16"):]
+    return name if os.path.isfile(os.path.join(configs_dir, "trainers", trainer, f"{name}.yaml")) else cfg_name
+
+
+def backbone_options(backbone):
+    """The config options that put a grid on ``backbone``: its name and its input size."""
+    size = BACKBONES[backbone][1]
+    return ["MODEL.BACKBONE.NAME", backbone, "INPUT.SIZE", f"({size}, {size})"]
+
+
 class BackboneError(ValueError):
     """A method, a CLIP backbone and an input size that do not go together."""
 

@@ -19,7 +19,7 @@ from dept.run.demo import CONFIG as DEMO_CONFIG
 from dept.run.demo import prepare_demo
 from dept.run.errors import ClearParser, Interrupted, UsageError
 from dept.run.execute import Executor
-from dept.run.names import unknown_datasets, unknown_trainer
+from dept.run.names import did_you_mean, unknown_datasets, unknown_trainer
 from dept.run.plan import RUNNER_KEYS, Planner
 from dept.store.layout import FEATURE_CACHE_DIR
 from dept.store.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS
@@ -49,6 +49,10 @@ def build_parser(protocol=PROTOCOLS["base2new"]):
                         "by side)")
     p.add_argument("--config", default="", help="trainer config name (default: the trainer's config for this "
                    "protocol)")
+    p.add_argument("--backbone", default="", metavar="NAME",
+                   help="the CLIP of every run (RN50 ... ViT-L/14@336px): each trainer's config for it (vit_b32_*, "
+                        "vit_l14_*, vit_l14_336_* beside its vit_b16_* one) where it has one, else its config with "
+                        "MODEL.BACKBONE.NAME and INPUT.SIZE set (a variant folder of their own)")
     p.add_argument("--configs-dir", default=CONFIGS_DIR, help="folder holding datasets/ and trainers/ yaml")
     p.add_argument("--output", default="output", help="output root (relative: to the current folder)")
     p.add_argument("--demo", action="store_true", help="run the embedded demo even if a root is set")
@@ -87,6 +91,24 @@ def parse_args(argv=None, protocol=PROTOCOLS["base2new"], raise_errors=False):
     return args
 
 
+def backbone_arguments(args):
+    """``--backbone``'s config options (its name and input size: they name the variant folder unless
+    the trainer's own config for the backbone restates them), after checking that it can mean one thing."""
+    from dept.core.backbones import BACKBONES, backbone_options
+
+    if args.backbone not in BACKBONES:
+        raise UsageError(f"--backbone {args.backbone}: not a CLIP backbone.{did_you_mean(args.backbone, BACKBONES)} "
+                         f"Valid: {', '.join(BACKBONES)}")
+    if args.demo:
+        raise UsageError(f"--backbone {args.backbone} with the demo: the demo runs its own tiny CLIP pretrained on "
+                         "its digits; give --root (your datasets) to run a grid on a released backbone")
+    given = [k for k in args.opts[0::2] if k in ("MODEL.BACKBONE.NAME", "INPUT.SIZE")]
+    if given:
+        raise UsageError(f"--backbone {args.backbone} and {' and '.join(given)} after --: --backbone sets them "
+                         "(the backbone's name and input size); give one or the other")
+    return backbone_options(args.backbone)
+
+
 def prepare(args, protocol):
     """The grid of ``args`` as (planner, its cells, its chains): the demo set up where asked (its data
     and CLIP, unless a dry run), every run's config built (a bad option fails here, before any run)."""
@@ -96,6 +118,9 @@ def prepare(args, protocol):
     if not args.seeds or not args.datasets or not args.trainers or not args.shots:
         raise UsageError("--seeds, --datasets, --shots and --trainers need at least one value each")
     check_values(args, protocol)
+    if args.backbone and not getattr(args, "backbone_options", None):  # once: a SLURM task reuses these args
+        args.backbone_options = backbone_arguments(args)
+        args.opts = args.opts + args.backbone_options
     if protocol.has_source and not args.demo:
         other = [d for d in args.datasets if not protocol.owns_target(d)]
         if other:  # their evaluations would be tabled by the other transfer protocol

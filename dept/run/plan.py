@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from dept.core.backbones import BackboneError, backbone_config
 from dept.core.build_config import CONFIGS_DIR
 from dept.core.methods import config_for, learns
 from dept.run.errors import UsageError
@@ -148,8 +149,10 @@ class Planner:
     def cell(self, trainer, shots):
         """The cell of ``trainer`` at ``shots``: its config files checked, its variant named."""
         a = self.args
-        cfg_name = a.config or method_config(trainer, self.protocol)
         configs = a.configs_dir or CONFIGS_DIR
+        cfg_name = a.config or method_config(trainer, self.protocol)
+        if getattr(a, "backbone", "") and not a.config:  # its own config for the backbone, where it has one
+            cfg_name = backbone_config(cfg_name, a.backbone, configs, trainer)
         for path in (os.path.join(configs, "trainers", trainer, f"{cfg_name}.yaml"),
                      *(os.path.join(configs, "datasets", f"{d}.yaml")
                        for d in dict.fromkeys([*self.train_datasets(), *a.datasets]))):
@@ -163,6 +166,9 @@ class Planner:
             try:
                 plain = self.expected(self.argv(key, cell, user_opts=False))
                 full = self.expected(self.argv(key, cell))
+            except BackboneError as err:  # a method that cannot run on the backbone, or its input size
+                said = f"--backbone {a.backbone}" if getattr(a, "backbone", "") else "the options after --"
+                raise UsageError(f"{said}: {err}") from err
             except Exception as err:  # yacs: unknown key, odd list, bad value; alias conflicts
                 raise UsageError(f"the options after -- do not make a valid config: {type(err).__name__}: "
                                  f"{err}") from err
