@@ -78,9 +78,11 @@ def write_figure(out, paths=None):
             bars = ax.bar(xs, ys, width, label=f"{count} classes")
             ax.bar_label(bars, fmt="%.2g", fontsize=7)
         ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 1.6)  # room above the tallest bar for its label
         ax.axhline(1, color="black", linewidth=0.8)
         ax.set_title(title)
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: it covers no bar
     axes[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     files = sorted({os.path.basename(row[-1]) for row in rows})
     fig.text(0.01, 0.005, "From " + ", ".join(files) + " (ViT-B/16 shape, fp32, 2 CPU cores; "
