@@ -123,6 +123,7 @@ def main(argv, write_weights):
     logging.getLogger("dept").setLevel(logging.WARNING)
     folder = tempfile.mkdtemp(prefix="dept-feature-cache-benchmark-")
     rows = []
+    load_before = os.getloadavg()
     try:
         weights, cache, root = (os.path.join(folder, n) for n in ("clip.pt", "cache", "data"))
         model = "tiny" if args.quick else "ViT-B/16"
@@ -152,6 +153,7 @@ def main(argv, write_weights):
     with_cache = sum(sum(r["cached_s"]) for r in rows)
     run = {"model": model, "image_size": image_size, "images": args.images, "classes": args.classes,
            "seeds": args.seeds, "workers": args.workers, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "load_average": {"before": load_before, "after": os.getloadavg()},  # other processes skew every figure
            "command": " ".join(["benchmarks/benchmark.py", "feature-cache", *argv]), "rows": rows,
            "without_cache_s": without, "with_cache_s": with_cache, "times_less": without / with_cache}
     if args.out:
@@ -164,7 +166,9 @@ def main(argv, write_weights):
 def render(run):
     lines = [f"Evaluations of {len(run['rows'])} trainers × {run['seeds']} seeds, {run['images']} test images "
              f"({run['classes']} classes) at {run['image_size']} px, {run['model']} random weights, "
-             f"{run['threads']} threads, {run['workers']} loader workers", "",
+             f"{run['threads']} threads, {run['workers']} loader workers"
+             + (f"; load average {run['load_average']['before'][0]:.2f} before, {run['load_average']['after'][0]:.2f} "
+                "after" if "load_average" in run else ""), "",
              "| trainer | uncached s (one evaluation) | cached s, per seed |", "|---|---:|---|"]
     for r in run["rows"]:
         cached = ", ".join(f"{s:.2f}{'' if h else ' (miss)'}" for s, h in zip(r["cached_s"], r["hits"]))

@@ -168,16 +168,19 @@ def test_input_size_must_be_the_backbones_resolution(clips, tmp_path):
 def test_each_trainers_backbone_configs_build_with_their_backbone():
     """Beside each trainer's ViT-B/16 base-to-new config: ViT-B/32, ViT-L/14 and ViT-L/14@336px ones
     (the same setting, another backbone), each built through the repo's config building."""
-    from dept.core.backbones import BACKBONES
+    from dept.core.backbones import BACKBONES, CONFIG_PREFIX, backbone_config
     from dept.core.build_config import build_config
 
     variants = {"vit_b32": ("ViT-B/32", 224), "vit_l14": ("ViT-L/14", 224), "vit_l14_336": ("ViT-L/14@336px", 336)}
+    assert {CONFIG_PREFIX[backbone]: (backbone, size) for backbone, size in variants.values()} == variants
     built = 0
     for name, cls in _registered().items():
         b16 = cls.method.config()
         reference = build_config(os.path.join(REPO, "configs", "trainers", name, f"{b16}.yaml"))
         for prefix, (backbone, size) in variants.items():
-            path = os.path.join(REPO, "configs", "trainers", name, prefix + b16[len("vit_b16"):] + ".yaml")
+            config = backbone_config(b16, backbone, os.path.join(REPO, "configs"), name)  # the runner's --backbone
+            assert config == prefix + b16[len("vit_b16"):], (name, backbone)
+            path = os.path.join(REPO, "configs", "trainers", name, f"{config}.yaml")
             cfg = build_config(path)
             assert (cfg.TRAINER.NAME, cfg.MODEL.BACKBONE.NAME, tuple(cfg.INPUT.SIZE)) == (name, backbone, (size, size))
             assert BACKBONES[backbone][1] == size
@@ -198,3 +201,40 @@ def test_the_backbone_table_is_the_clip_packages():
     import clip
 
     assert set(__import__("dept.core.backbones", fromlist=["BACKBONES"]).BACKBONES) == set(clip.available_models())
+
+
+def test_a_file_of_one_released_clip_never_runs_under_anothers_name():
+    """The name decides a run's config and folder, and a local file ($DEPT_CLIP_PATH) decides what runs:
+    a file with a released CLIP's architecture must be the one named. Models of one's own (the tiny
+    ones) take any name, as before."""
+    from clip.model import CLIP
+    from dassl.config import get_cfg_default
+
+    from dept.core.backbones import BackboneError, check_model, released_backbone
+    from dept.core.config import add_dept_config
+    from dept.core.testing import tiny_clip
+
+    with torch.device("meta"):  # shapes only: nothing allocated
+        # ViT-B/16 as the benchmark builds it, RN50 and ViT-L/14@336px as clip.model.build_model reads their files
+        vit_b16 = CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                       context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                       transformer_layers=12)
+        rn50 = CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
+        vit_l14_336 = CLIP(768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12)
+    assert [released_backbone(m) for m in (vit_b16, rn50, vit_l14_336)] == ["ViT-B/16", "RN50", "ViT-L/14@336px"]
+    assert released_backbone(tiny_clip()) is None
+
+    def cfg(name, size=224):
+        c = add_dept_config(get_cfg_default())
+        c.TRAINER.NAME, c.MODEL.BACKBONE.NAME, c.MODEL.BACKBONE.PATH, c.INPUT.SIZE = "CoOp", name, "/x/clip.pt", (size, size)
+        return c
+
+    check_model(cfg("ViT-B/16"), vit_b16)
+    check_model(cfg("ViT-L/14@336px", 336), vit_l14_336)
+    with pytest.raises(BackboneError, match=r"MODEL.BACKBONE.NAME is ViT-B/32, but the CLIP loaded \(/x/clip.pt\) "
+                                            r"is a ViT-B/16: its runs would be filed and reported as ViT-B/32's"):
+        check_model(cfg("ViT-B/32"), vit_b16)
+    with pytest.raises(BackboneError, match="is a RN50"):
+        check_model(cfg("ViT-B/16"), rn50)
+    tiny = tiny_clip()
+    check_model(cfg("ViT-B/32", tiny.visual.input_resolution), tiny)  # a model of one's own: the name is its label

@@ -178,3 +178,38 @@ def test_teacher_templates_cut_for_the_build_only(tmp_path):
     assert not torch.allclose(whole, teacher)  # all 60: another teacher
     dept_teacher = benchmark.build_ours(dict(job, method="PromptSRCDePT"), torch.device("cpu")).model.teacher_text
     assert torch.equal(dept_teacher, teacher)
+
+
+def test_teacher_templates_of_the_original_code_are_cut_and_put_back(tmp_path):
+    """The original PromptSRC reads IMAGENET_TEMPLATES from its module's globals when it builds: cut
+    inside official_runtime, whole again after; other methods' modules are not touched."""
+    import types
+
+    module = types.ModuleType("trainers.promptsrc")
+    module.IMAGENET_TEMPLATES = [f"template {i} of {{}}." for i in range(60)]
+    cls = type("PromptSRC", (), {})
+    benchmark._MODULES[cls] = module
+    job = dict(method="PromptSRC", weights=str(tmp_path / "clip.pt"), device="cpu", fp16=False, teacher_templates=3)
+    try:
+        with benchmark.official_runtime(job, cls):
+            assert module.IMAGENET_TEMPLATES == ["template 0 of {}.", "template 1 of {}.", "template 2 of {}."]
+        assert len(module.IMAGENET_TEMPLATES) == 60
+        with benchmark.official_runtime(dict(job, method="IVLP"), cls):  # not a teacher's list
+            assert len(module.IMAGENET_TEMPLATES) == 60
+    finally:
+        del benchmark._MODULES[cls]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--teacher-templates", "-2"])
+
+
+def test_the_original_codes_test_figure_is_against_the_methods_own_floor():
+    """'% of floor' of the original code's row: over our row's own image-encoder floor (the same
+    prompted encoder), not the stock encoder's, so both rows of a method share one floor."""
+    results = [{"kind": "floor", "floor_batch_s": 10.0},
+               {"kind": "ours", "method": "PromptSRC", "classes": 50, "batch": 4, "path": "auto",
+                "text_once_s": 0.0, "test_batch_s": 12.0, "floor_test_batch_s": 12.0},
+               {"kind": "official", "method": "PromptSRC", "classes": 50, "batch": 4, "path": "original",
+                "text_once_s": 0.0, "test_batch_s": 24.0}]
+    benchmark.add_throughput(results, {"test_batch": 100, "test_images_per_class": 2})
+    assert results[1]["floor_fraction"] == pytest.approx(1.0)
+    assert results[2]["floor_fraction"] == pytest.approx(0.5)  # twice its floor's time, not 10/24 of the stock one

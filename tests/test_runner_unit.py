@@ -158,37 +158,72 @@ def test_a_corrupt_record_beside_checkpoints_sets_them_aside(tmp_path):
     _check_previous(planner.expected(run.argv), "train")  # dept.run.train replaces such a record, no crash
 
 
-def _backbone_cells(tmp_path, backbone, trainers, protocol="base2new", opts=()):
+def _backbone_cells(tmp_path, backbone, trainers, protocol="base2new", opts=(), config=()):
     from dept.run.cli import prepare
 
     args = parse_args(["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--trainers", *trainers,
-                       "--backbone", backbone, "--output", str(tmp_path / "out"), "--dry-run", "--", *opts],
-                      PROTOCOLS[protocol])
-    _, cells, chains = prepare(args, PROTOCOLS[protocol])
-    return {c.trainer: c for c in cells}, chains
+                       *(["--backbone", backbone] if backbone else []), *config, "--output", str(tmp_path / "out"),
+                       "--dry-run", "--", *opts], PROTOCOLS[protocol])
+    planner, cells, chains = prepare(args, PROTOCOLS[protocol])
+    return {c.trainer: c for c in cells}, chains, planner
 
 
-def test_backbone_picks_each_trainers_config_for_it(tmp_path):
+def test_backbone_picks_each_trainers_config_for_it(tmp_path, monkeypatch):
     """--backbone runs a whole grid on another CLIP: each trainer's own config for it where it has one
     (the folder a per-family --config would give: finished runs are reused), else its config with the
     backbone's name and input size, which name a variant folder of their own."""
-    cells, chains = _backbone_cells(tmp_path, "ViT-B/32", ["CoOp", "CoOpDePT", "MaPLeDePT", "ZeroshotCLIP"])
+    monkeypatch.delenv("DEPT_CLIP_PATH", raising=False)
+    cells, chains, _ = _backbone_cells(tmp_path, "ViT-B/32", ["CoOp", "CoOpDePT", "MaPLeDePT", "ZeroshotCLIP"])
     assert {t: (c.cfg_name, c.variant) for t, c in cells.items()} == {
         "CoOp": ("vit_b32_ep10_bs4_lr35", "vit_b32_ep10_bs4_lr35"),
         "CoOpDePT": ("vit_b32_ep10_bs4_lr35", "vit_b32_ep10_bs4_lr35"),
         "MaPLeDePT": ("vit_b32_c2_ep10_batch4_2ctx", "vit_b32_c2_ep10_batch4_2ctx"),
         "ZeroshotCLIP": ("vit_b32", "vit_b32")}
-    assert all(f"/{c.variant}/" in chain.runs[0].directory for chain in chains
-               for c in [cells[chain.runs[0].key.trainer]])
-    cells, _ = _backbone_cells(tmp_path, "ViT-L/14@336px", ["KgCoOpDePT"])
+    for chain in chains:
+        assert f"/{cells[chain.runs[0].key.trainer].variant}/" in chain.runs[0].directory
+        assert chain.runs[0].argv[-4:] == ["MODEL.BACKBONE.NAME", "ViT-B/32", "INPUT.SIZE", "(224, 224)"]
+    cells, _, _ = _backbone_cells(tmp_path, "ViT-L/14@336px", ["KgCoOpDePT"])
     assert cells["KgCoOpDePT"].variant.startswith("vit_l14_336_")
-    cells, _ = _backbone_cells(tmp_path, "RN50", ["CoOp"])  # no ResNet configs: the options name it
+    cells, _, _ = _backbone_cells(tmp_path, "RN50", ["CoOp"])  # no ResNet configs: the options name it
     assert cells["CoOp"].cfg_name == "vit_b16_ep10_bs4_lr35"
     assert cells["CoOp"].variant == "vit_b16_ep10_bs4_lr35+MODEL.BACKBONE.NAME=RN50"  # its size is the yaml's 224
-    cells, _ = _backbone_cells(tmp_path, "RN50x4", ["CoOp"])
+    cells, _, _ = _backbone_cells(tmp_path, "RN50x4", ["CoOp"])
     assert cells["CoOp"].variant == "vit_b16_ep10_bs4_lr35+INPUT.SIZE=288,288+MODEL.BACKBONE.NAME=RN50x4"
-    cells, _ = _backbone_cells(tmp_path, "ViT-B/32", ["PromptSRCDePT"], protocol="few_shot")  # no vit_b32 file of it
+    cells, _, _ = _backbone_cells(tmp_path, "ViT-B/32", ["PromptSRCDePT"], protocol="few_shot")  # no vit_b32 file of it
     assert cells["PromptSRCDePT"].variant == "vit_b16_c2_ep50_batch4_4+4ctx_few_shot+MODEL.BACKBONE.NAME=ViT-B_32"
+    # --config names the setting; --backbone its file for the backbone (or, without one, the options)
+    cells, _, _ = _backbone_cells(tmp_path, "ViT-L/14", ["CoOp"], config=["--config", "vit_b32_ep10_bs4_lr35"])
+    assert cells["CoOp"].variant == "vit_l14_ep10_bs4_lr35"
+    cells, _, _ = _backbone_cells(tmp_path, "ViT-B/32", ["CoOp"], config=["--config", "vit_b16_ep50"])
+    assert cells["CoOp"].variant == "vit_b16_ep50+MODEL.BACKBONE.NAME=ViT-B_32"
+    # ViT-B/16 is the configs' own: the grid of no --backbone
+    plain, plain_chains, _ = _backbone_cells(tmp_path, "", ["CoOp", "MaPLeDePT"])
+    b16, b16_chains, _ = _backbone_cells(tmp_path, "ViT-B/16", ["CoOp", "MaPLeDePT"])
+    assert [c.variant for c in b16.values()] == [c.variant for c in plain.values()] == [
+        "vit_b16_ep10_bs4_lr35", "vit_b16_c2_ep10_batch4_2ctx"]
+    assert [c.key for c in b16_chains] == [c.key for c in plain_chains]
+
+
+def test_backbone_grid_is_the_per_family_config_grid(tmp_path, monkeypatch):
+    """`--backbone ViT-B/32` and `--config vit_b32_...` plan the same runs with the same settings, so
+    runs made either way count for the other; a SLURM task rebuilding the grid from the parsed
+    arguments finds every chain."""
+    from dept.run.cli import ChainTask
+    from dept.core.settings import flat
+
+    monkeypatch.delenv("DEPT_CLIP_PATH", raising=False)
+    _, chains, planner = _backbone_cells(tmp_path, "ViT-B/32", ["CoOpDePT"])
+    _, by_config, config_planner = _backbone_cells(tmp_path, "", ["CoOpDePT"],
+                                                   config=["--config", "vit_b32_ep10_bs4_lr35"])
+    assert [c.key for c in chains] == [c.key for c in by_config]
+    for chain, other in zip(chains, by_config):
+        for run, twin in zip(chain.runs, other.runs):
+            assert flat(planner.expected(run.argv)) == flat(config_planner.expected(twin.argv))
+            assert planner.expectation(run.key).full == config_planner.expectation(twin.key).full
+    task = ChainTask(planner.args, planner.runner_opts)
+    for chain in chains:
+        _, rebuilt = task.prepare(chain.key)
+        assert [r.argv for r in rebuilt.runs] == [r.argv for r in chain.runs]
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -197,7 +232,8 @@ def test_backbone_picks_each_trainers_config_for_it(tmp_path):
      "--backbone RN50: MaPLe puts learned prompts into the image encoder's token sequence, which only a ViT has"),
     (["--backbone", "RN50", "--", "MODEL.BACKBONE.NAME", "RN101"], "--backbone sets them"),
 ])
-def test_backbone_mistakes_stop_before_anything_runs(tmp_path, capsys, argv, says):
+def test_backbone_mistakes_stop_before_anything_runs(tmp_path, capsys, monkeypatch, argv, says):
+    monkeypatch.delenv("DEPT_CLIP_PATH", raising=False)  # a file would decide what the backbone is
     code = run_protocol("base2new", ["--root", str(tmp_path), "--datasets", "dtd", "--seeds", "1", "--output",
                                      str(tmp_path / "out"), *argv])
     err = capsys.readouterr().err
@@ -205,11 +241,7 @@ def test_backbone_mistakes_stop_before_anything_runs(tmp_path, capsys, argv, say
     assert not (tmp_path / "out").exists()
 
 
-def test_backbone_with_the_demo_is_refused(tmp_path, capsys):
-    env_root = os.environ.pop("DATA", None)
-    try:
-        code = run_protocol("base2new", ["--seeds", "1", "--backbone", "ViT-B/32", "--output", str(tmp_path / "o")])
-    finally:
-        if env_root is not None:
-            os.environ["DATA"] = env_root
+def test_backbone_with_the_demo_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DATA", raising=False)
+    code = run_protocol("base2new", ["--seeds", "1", "--backbone", "ViT-B/32", "--output", str(tmp_path / "o")])
     assert code == 2 and "the demo runs its own tiny CLIP" in capsys.readouterr().err

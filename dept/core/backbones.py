@@ -25,22 +25,50 @@ BACKBONES = {
 #: ViT-B/16 file's name with ``vit_b16`` replaced (the runner's ``--backbone`` picks them)
 CONFIG_PREFIX = {"ViT-B/16": "vit_b16", "ViT-B/32": "vit_b32", "ViT-L/14": "vit_l14", "ViT-L/14@336px": "vit_l14_336"}
 
+#: name -> what its released weights build (``clip.model.build_model``): ("vit", width, layers, patch,
+#: input size) or ("resnet", blocks per stage, width, input size). A local file is identified by it, so
+#: that a file of one released CLIP never runs under another's name (and in that name's folders)
+ARCHITECTURES = {
+    "RN50": ("resnet", (3, 4, 6, 3), 64, 224), "RN101": ("resnet", (3, 4, 23, 3), 64, 224),
+    "RN50x4": ("resnet", (4, 6, 10, 6), 80, 288), "RN50x16": ("resnet", (6, 8, 18, 8), 96, 384),
+    "RN50x64": ("resnet", (3, 15, 36, 10), 128, 448), "ViT-B/32": ("vit", 768, 12, 32, 224),
+    "ViT-B/16": ("vit", 768, 12, 16, 224), "ViT-L/14": ("vit", 1024, 24, 14, 224),
+    "ViT-L/14@336px": ("vit", 1024, 24, 14, 336),
+}
+
 
 def backbone_config(cfg_name, backbone, configs_dir, trainer):
-    """The trainer's config for ``backbone`` beside its ViT-B/16 config ``cfg_name``: the file of the
-    same name with the backbone's prefix where there is one (the folder name a per-backbone
-    ``--config`` gives), else ``cfg_name`` itself (the backbone then comes from the options)."""
+    """The trainer's config for ``backbone`` beside the config ``cfg_name`` of another ViT: the file of
+    the same name with the backbone's prefix, where there is one, so that a grid run with
+    ``--backbone`` lands in the folders a per-backbone ``--config`` gives (and reuses their runs);
+    else ``cfg_name`` itself, the backbone then set by ``backbone_options``."""
     prefix = CONFIG_PREFIX.get(backbone)
-    if not prefix or not cfg_name.startswith("vit_b16"):
+    current = next((p for p in sorted(CONFIG_PREFIX.values(), key=len, reverse=True)
+                    if cfg_name == p or cfg_name.startswith(p + "_")), None)
+    if not prefix or current is None:
         return cfg_name
-    name = prefix + cfg_name[len("vit_b16"):]
+    name = prefix + cfg_name[len(current):]
     return name if os.path.isfile(os.path.join(configs_dir, "trainers", trainer, f"{name}.yaml")) else cfg_name
 
 
 def backbone_options(backbone):
-    """The config options that put a grid on ``backbone``: its name and its input size."""
+    """The config options that put a run on ``backbone``: its name, and its input size, without which
+    the tower's positional embedding or attention pool would not fit the images (``check_config``)."""
     size = BACKBONES[backbone][1]
     return ["MODEL.BACKBONE.NAME", backbone, "INPUT.SIZE", f"({size}, {size})"]
+
+
+def released_backbone(clip_model):
+    """The released CLIP whose architecture ``clip_model`` has (``ARCHITECTURES``), or None (a model of
+    one's own, the tests' tiny ones)."""
+    visual = clip_model.visual
+    if is_vit(visual):
+        found = ("vit", vision_width(visual), len(visual.transformer.resblocks), int(visual.conv1.weight.shape[-1]),
+                 int(visual.input_resolution))
+    else:
+        stages = tuple(len(getattr(visual, f"layer{i}", ())) for i in range(1, 5))
+        found = ("resnet", stages, vision_width(visual), int(visual.input_resolution))
+    return next((name for name, architecture in ARCHITECTURES.items() if architecture == found), None)
 
 
 class BackboneError(ValueError):
@@ -111,8 +139,17 @@ def check_config(cfg):
 
 def check_model(cfg, clip_model):
     """When the CLIP is loaded for ``cfg`` (a named backbone or any local file): the same two checks,
-    from what the loaded tower is."""
+    from what the loaded tower is, and, for a file with a released CLIP's architecture, that it is the
+    one named (the name decides the run's config and folder)."""
     visual, name, trainer = clip_model.visual, cfg.MODEL.BACKBONE.NAME, cfg.TRAINER.NAME
+    loaded = released_backbone(clip_model)
+    if name in BACKBONES and loaded is not None and loaded != name:
+        source = cfg.MODEL.BACKBONE.get("PATH", "") or os.environ.get("DEPT_CLIP_PATH", "")
+        raise BackboneError(
+            f"MODEL.BACKBONE.NAME is {name}, but the CLIP loaded ({source or 'by that name'}) is a {loaded}: its runs "
+            f"would be filed and reported as {name}'s. Point MODEL.BACKBONE.PATH (or $DEPT_CLIP_PATH) at a {name} "
+            f"file, or leave both empty to load {name} by name (MODEL.BACKBONE.CACHE_DIR: a folder of the clip "
+            f"package's files), or run {loaded} (MODEL.BACKBONE.NAME {loaded}, its config, or --backbone {loaded})")
     method = _method(trainer) if trainer else None
     if method is not None and method.uses_visual_prompts(cfg.TRAINER.get(method.node)) and not is_vit(visual):
         raise _refuse_resnet(trainer, name, describe(visual))

@@ -50,9 +50,9 @@ def build_parser(protocol=PROTOCOLS["base2new"]):
     p.add_argument("--config", default="", help="trainer config name (default: the trainer's config for this "
                    "protocol)")
     p.add_argument("--backbone", default="", metavar="NAME",
-                   help="the CLIP of every run (RN50 ... ViT-L/14@336px): each trainer's config for it (vit_b32_*, "
-                        "vit_l14_*, vit_l14_336_* beside its vit_b16_* one) where it has one, else its config with "
-                        "MODEL.BACKBONE.NAME and INPUT.SIZE set (a variant folder of their own)")
+                   help="the CLIP of every run (RN50 ... ViT-L/14@336px): each trainer's config (or --config's) of "
+                        "the same name for it (vit_b32_*, vit_l14_*, vit_l14_336_* beside vit_b16_*) where there is "
+                        "one, else that config with MODEL.BACKBONE.NAME and INPUT.SIZE set (a variant folder of their own)")
     p.add_argument("--configs-dir", default=CONFIGS_DIR, help="folder holding datasets/ and trainers/ yaml")
     p.add_argument("--output", default="output", help="output root (relative: to the current folder)")
     p.add_argument("--demo", action="store_true", help="run the embedded demo even if a root is set")
@@ -91,10 +91,10 @@ def parse_args(argv=None, protocol=PROTOCOLS["base2new"], raise_errors=False):
     return args
 
 
-def backbone_arguments(args):
-    """``--backbone``'s config options (its name and input size: they name the variant folder unless
-    the trainer's own config for the backbone restates them), after checking that it can mean one thing."""
-    from dept.core.backbones import BACKBONES, backbone_options
+def check_backbone(args):
+    """``--backbone`` can mean one thing only: a released CLIP, on data of the user's (the demo has its
+    own CLIP), and not also named after ``--`` (the planner adds its name and input size to every run)."""
+    from dept.core.backbones import BACKBONES
 
     if args.backbone not in BACKBONES:
         raise UsageError(f"--backbone {args.backbone}: not a CLIP backbone.{did_you_mean(args.backbone, BACKBONES)} "
@@ -106,7 +106,6 @@ def backbone_arguments(args):
     if given:
         raise UsageError(f"--backbone {args.backbone} and {' and '.join(given)} after --: --backbone sets them "
                          "(the backbone's name and input size); give one or the other")
-    return backbone_options(args.backbone)
 
 
 def prepare(args, protocol):
@@ -118,9 +117,8 @@ def prepare(args, protocol):
     if not args.seeds or not args.datasets or not args.trainers or not args.shots:
         raise UsageError("--seeds, --datasets, --shots and --trainers need at least one value each")
     check_values(args, protocol)
-    if args.backbone and not getattr(args, "backbone_options", None):  # once: a SLURM task reuses these args
-        args.backbone_options = backbone_arguments(args)
-        args.opts = args.opts + args.backbone_options
+    if args.backbone:
+        check_backbone(args)
     if protocol.has_source and not args.demo:
         other = [d for d in args.datasets if not protocol.owns_target(d)]
         if other:  # their evaluations would be tabled by the other transfer protocol

@@ -14,7 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from dept.core.backbones import BackboneError, backbone_config
+from dept.core.backbones import BackboneError, backbone_config, backbone_options
 from dept.core.build_config import CONFIGS_DIR
 from dept.core.methods import config_for, learns
 from dept.run.errors import UsageError
@@ -114,7 +114,10 @@ class Planner:
         elif not key.trains:
             argv += ["--eval-only", "--model-dir", self.layout.path(key.train_key())]
         argv += ["DATASET.NUM_SHOTS", str(key.shots), "DATASET.SUBSAMPLE_CLASSES", key.subsample, *self.runner_opts]
-        return argv + (list(a.opts) if user_opts else [])
+        if not user_opts:
+            return argv
+        # --backbone's options are the user's: where the config does not restate them they name the variant
+        return argv + list(a.opts) + (backbone_options(a.backbone) if getattr(a, "backbone", "") else [])
 
     def expected(self, argv):
         """The config ``dept.run.train`` will resolve for ``argv`` (computed here, nothing is run)."""
@@ -151,7 +154,7 @@ class Planner:
         a = self.args
         configs = a.configs_dir or CONFIGS_DIR
         cfg_name = a.config or method_config(trainer, self.protocol)
-        if getattr(a, "backbone", "") and not a.config:  # its own config for the backbone, where it has one
+        if getattr(a, "backbone", ""):  # the config of the same name for the backbone, where there is one
             cfg_name = backbone_config(cfg_name, a.backbone, configs, trainer)
         for path in (os.path.join(configs, "trainers", trainer, f"{cfg_name}.yaml"),
                      *(os.path.join(configs, "datasets", f"{d}.yaml")
