@@ -226,7 +226,8 @@ def test_a_file_of_one_released_clip_never_runs_under_anothers_name():
 
     def cfg(name, size=224):
         c = add_dept_config(get_cfg_default())
-        c.TRAINER.NAME, c.MODEL.BACKBONE.NAME, c.MODEL.BACKBONE.PATH, c.INPUT.SIZE = "CoOp", name, "/x/clip.pt", (size, size)
+        c.TRAINER.NAME, c.MODEL.BACKBONE.NAME, c.INPUT.SIZE = "CoOp", name, (size, size)
+        c.MODEL.BACKBONE.PATH = "/x/clip.pt"
         return c
 
     check_model(cfg("ViT-B/16"), vit_b16)

@@ -208,8 +208,8 @@ def test_backbone_grid_is_the_per_family_config_grid(tmp_path, monkeypatch):
     """`--backbone ViT-B/32` and `--config vit_b32_...` plan the same runs with the same settings, so
     runs made either way count for the other; a SLURM task rebuilding the grid from the parsed
     arguments finds every chain."""
-    from dept.run.cli import ChainTask
     from dept.core.settings import flat
+    from dept.run.cli import ChainTask
 
     monkeypatch.delenv("DEPT_CLIP_PATH", raising=False)
     _, chains, planner = _backbone_cells(tmp_path, "ViT-B/32", ["CoOpDePT"])

@@ -52,7 +52,8 @@ def build_parser(protocol=PROTOCOLS["base2new"]):
     p.add_argument("--backbone", default="", metavar="NAME",
                    help="the CLIP of every run (RN50 ... ViT-L/14@336px): each trainer's config (or --config's) of "
                         "the same name for it (vit_b32_*, vit_l14_*, vit_l14_336_* beside vit_b16_*) where there is "
-                        "one, else that config with MODEL.BACKBONE.NAME and INPUT.SIZE set (a variant folder of their own)")
+                        "one, else that config with MODEL.BACKBONE.NAME and INPUT.SIZE set (a variant folder of "
+                        "their own)")
     p.add_argument("--configs-dir", default=CONFIGS_DIR, help="folder holding datasets/ and trainers/ yaml")
     p.add_argument("--output", default="output", help="output root (relative: to the current folder)")
     p.add_argument("--demo", action="store_true", help="run the embedded demo even if a root is set")
