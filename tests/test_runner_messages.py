@@ -42,6 +42,21 @@ def test_a_misspelled_trainer_or_dataset_is_named_with_the_valid_ones_at_once(da
     assert not (tmp_path / "out").exists()
 
 
+def test_every_mistake_of_one_command_is_named_at_once(data, tmp_path, capsys):
+    """Two misspelled trainers, a misspelled dataset, shots 0, a negative seed and a misspelled backbone:
+    one attempt names them all (the valid trainers listed once), not one per attempt."""
+    code = run_protocol("base2new", ["--root", str(data), "--seeds", "-1", "--shots", "0", "--trainers", "CoOpDept",
+                                     "KgCoop", "--datasets", "dtd", "eurosatt", "--backbone", "RN5O", "--output",
+                                     str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    said = ["5 problems, nothing was run:", "unknown trainer 'CoOpDept'. Did you mean CoOpDePT",
+            "unknown trainer 'KgCoop'. Did you mean KgCoOp", "unknown dataset 'eurosatt'", "--shots 0", "--seeds -1",
+            "--backbone RN5O: not a CLIP backbone"]
+    assert all(s in err for s in said), err
+    assert err.count("Trainers: ") == 1 and not (tmp_path / "out").exists()
+
+
 def test_the_demo_refuses_a_misspelled_trainer_before_preparing_anything(tmp_path, capsys):
     code = run_protocol("base2new", ["--root", "", "--seeds", "1", "--trainers", "CoOpDept", "--output",
                                      str(tmp_path / "out")])
@@ -121,7 +136,8 @@ def test_the_whole_grid_file_is_checked_before_the_first_grid_runs(data, tmp_pat
             "  - {protocol: base2new, trainers: [CoOp], datasets: [dtd], config: demo_tiny, opts: {OPTIM.NO_KEY: 1}}\n"
             "  - [protocol, base2new]\n"
             "  - {protocol: base2new, seeds: [x]}\n"
-            "  - {protocol: base2nw}\n")
+            "  - {protocol: base2nw}\n"
+            "  - {protocol: base2new, trainers: [CoOpDept], datasets: [dtdd], config: demo_tiny}\n")
     for extra in ((), ("--dry-run",)):
         assert grid(tmp_path, text, *extra) == 2
         err = capsys.readouterr().err
@@ -132,6 +148,9 @@ def test_the_whole_grid_file_is_checked_before_the_first_grid_runs(data, tmp_pat
         assert "grids[5]: unknown protocol 'base2nw'" in err and "Did you mean base2new?" in err
         assert "grids[3] is list ['protocol', 'base2new'], not a mapping" in err
         assert err.index("grids[1]") < err.index("grids[2]") < err.index("grids[3]")
+        # an entry with two mistakes: each on its own line, under its index
+        assert "grids[6] (base2new): --trainers: unknown trainer 'CoOpDept'" in err
+        assert "grids[6] (base2new): unknown dataset 'dtdd'" in err
         assert not (tmp_path / "out").exists()
 
 

@@ -19,7 +19,7 @@ from dept.run.demo import CONFIG as DEMO_CONFIG
 from dept.run.demo import prepare_demo
 from dept.run.errors import ClearParser, Interrupted, UsageError
 from dept.run.execute import Executor
-from dept.run.names import did_you_mean, unknown_datasets, unknown_trainer
+from dept.run.names import did_you_mean, unknown_datasets, unknown_trainers
 from dept.run.plan import RUNNER_KEYS, Planner
 from dept.store.layout import FEATURE_CACHE_DIR
 from dept.store.protocols import DEMO_SOURCE, DEMO_TARGETS, PROTOCOLS
@@ -92,23 +92,6 @@ def parse_args(argv=None, protocol=PROTOCOLS["base2new"], raise_errors=False):
     return args
 
 
-def check_backbone(args):
-    """``--backbone`` can mean one thing only: a released CLIP, on data of the user's (the demo has its
-    own CLIP), and not also named after ``--`` (the planner adds its name and input size to every run)."""
-    from dept.core.backbones import BACKBONES
-
-    if args.backbone not in BACKBONES:
-        raise UsageError(f"--backbone {args.backbone}: not a CLIP backbone.{did_you_mean(args.backbone, BACKBONES)} "
-                         f"Valid: {', '.join(BACKBONES)}")
-    if args.demo:
-        raise UsageError(f"--backbone {args.backbone} with the demo: the demo runs its own tiny CLIP pretrained on "
-                         "its digits; give --root (your datasets) to run a grid on a released backbone")
-    given = [k for k in args.opts[0::2] if k in ("MODEL.BACKBONE.NAME", "INPUT.SIZE")]
-    if given:
-        raise UsageError(f"--backbone {args.backbone} and {' and '.join(given)} after --: --backbone sets them "
-                         "(the backbone's name and input size); give one or the other")
-
-
 def prepare(args, protocol):
     """The grid of ``args`` as (planner, its cells, its chains): the demo set up where asked (its data
     and CLIP, unless a dry run), every run's config built (a bad option fails here, before any run)."""
@@ -118,8 +101,6 @@ def prepare(args, protocol):
     if not args.seeds or not args.datasets or not args.trainers or not args.shots:
         raise UsageError("--seeds, --datasets, --shots and --trainers need at least one value each")
     check_values(args, protocol)
-    if args.backbone:
-        check_backbone(args)
     if protocol.has_source and not args.demo:
         other = [d for d in args.datasets if not protocol.owns_target(d)]
         if other:  # their evaluations would be tabled by the other transfer protocol
@@ -159,25 +140,48 @@ def prepare(args, protocol):
 def check_values(args, protocol):
     """The names and numbers of the grid that no run could honour, refused before anything is
     prepared or run (and by --dry-run): the first run would otherwise compute before the second
-    found the mistake."""
-    for trainer in dict.fromkeys(args.trainers):
-        problem = unknown_trainer(trainer)
-        if problem:
-            raise UsageError(f"--trainers: {problem}")
+    found the mistake. Every such problem of the command is named at once, not one per attempt."""
+    problems = []
+    problem = unknown_trainers(args.trainers)
+    if problem:
+        problems.append(f"--trainers: {problem}")
     if not args.demo:
         problem = unknown_datasets(args.datasets, args.configs_dir)
-        if not problem and protocol.has_source:
-            problem = unknown_datasets([args.source], args.configs_dir, flag="--source")
         if problem:
-            raise UsageError(problem)
+            problems.append(problem)
+        problem = unknown_datasets([args.source], args.configs_dir, flag="--source") if protocol.has_source else None
+        if problem:
+            problems.append(problem)
     bad_shots = [s for s in args.shots if s == 0 or s < -1]
     if bad_shots:
-        raise UsageError(f"--shots {' '.join(map(str, bad_shots))}: a run takes K >= 1 images per class, or -1 "
-                         "for all images (0 would train on no images)")
+        problems.append(f"--shots {' '.join(map(str, bad_shots))}: a run takes K >= 1 images per class, or -1 "
+                        "for all images (0 would train on no images)")
     bad_seeds = [s for s in args.seeds if s < 0]
     if bad_seeds:
-        raise UsageError(f"--seeds {' '.join(map(str, bad_seeds))}: seeds are 0 or more (Dassl takes a negative "
-                         "seed as 'no fixed seed': its run could be neither repeated nor resumed exactly)")
+        problems.append(f"--seeds {' '.join(map(str, bad_seeds))}: seeds are 0 or more (Dassl takes a negative "
+                        "seed as 'no fixed seed': its run could be neither repeated nor resumed exactly)")
+    if args.backbone:
+        problems += backbone_problems(args)
+    if problems:
+        raise UsageError(problems=problems)
+
+
+def backbone_problems(args):
+    """``--backbone`` can mean one thing only: a released CLIP, on data of the user's (the demo has its
+    own CLIP), and not also named after ``--`` (the planner adds its name and input size to every run)."""
+    from dept.core.backbones import BACKBONES
+
+    if args.backbone not in BACKBONES:
+        return [f"--backbone {args.backbone}: not a CLIP backbone.{did_you_mean(args.backbone, BACKBONES)} "
+                f"Valid: {', '.join(BACKBONES)}"]
+    if args.demo:
+        return [f"--backbone {args.backbone} with the demo: the demo runs its own tiny CLIP pretrained on its "
+                "digits; give --root (your datasets) to run a grid on a released backbone"]
+    given = [k for k in args.opts[0::2] if k in ("MODEL.BACKBONE.NAME", "INPUT.SIZE")]
+    if given:
+        return [f"--backbone {args.backbone} and {' and '.join(given)} after --: --backbone sets them (the "
+                "backbone's name and input size); give one or the other"]
+    return []
 
 
 class ChainTask:

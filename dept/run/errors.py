@@ -8,7 +8,17 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 class UsageError(ValueError):
-    """An invocation that cannot run (bad options, missing config files): exit 2, one message."""
+    """An invocation that cannot run (bad options, missing config files): exit 2, one message.
+
+    ``problems``: each of several mistakes found at once, so that a caller listing them (a grid
+    file, per entry) can give each its own line; the message says them all."""
+
+    def __init__(self, message="", problems=()):
+        self.problems = list(problems) or [str(message)]
+        if not message:
+            message = "\n  ".join([f"{len(self.problems)} problems, nothing was run:", *self.problems]) \
+                if len(self.problems) > 1 else self.problems[0]
+        super().__init__(message)
 
 
 class Interrupted(Exception):

@@ -191,10 +191,11 @@ def check(grids, extra, problems=()):
             args = parse_args(grid.command(extra), protocol, raise_errors=True)
             args.dry_run = True  # the demo's data is not written by a check
             prepare(args, protocol)
-        except UsageError as err:  # said in the file's words: keys, not flags
-            said = re.sub(r"^argument --([\w-]+)(/\S+)?:", lambda m: f"{m.group(1).replace('-', '_')}:", str(err))
-            said = said.replace("the options after --", "the options under opts:")
-            problems.append(f"{grid.where} ({protocol.command}): {said}")
+        except UsageError as err:  # said in the file's words: keys, not flags; each problem on its line
+            for problem in err.problems:
+                said = re.sub(r"^argument --([\w-]+)(/\S+)?:", lambda m: f"{m.group(1).replace('-', '_')}:", problem)
+                said = said.replace("the options after --", "the options under opts:")
+                problems.append(f"{grid.where} ({protocol.command}): {said}")
     if problems:
         problems.sort(key=lambda p: int(p[6:p.index("]")]) if p.startswith("grids[") else -1)
         raise UsageError("\n  ".join(["nothing was run; fix these first:", *problems]))

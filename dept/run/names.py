@@ -29,13 +29,21 @@ def trainer_names():
 
 def unknown_trainer(name):
     """The message for a trainer name Dassl's registry does not hold, or None when it holds it."""
+    return unknown_trainers([name])
+
+
+def unknown_trainers(names):
+    """The message for the names in ``names`` that Dassl's registry does not hold (each with its
+    closest names, the valid ones listed once), or None when it holds them all."""
     from dassl.engine import TRAINER_REGISTRY
 
-    if name in TRAINER_REGISTRY.registered_names():
+    missing = [n for n in dict.fromkeys(names) if n not in TRAINER_REGISTRY.registered_names()]
+    if not missing:
         return None
     valid = trainer_names()
-    return (f"unknown trainer '{name}'.{did_you_mean(name, valid)} Trainers: {', '.join(valid)} (a trainer of "
-            "your own is known once its module is imported: DEPT_PLUGINS=<module>, see docs/extending.md)")
+    said = " ".join(f"unknown trainer '{name}'.{did_you_mean(name, valid)}" for name in missing)
+    return (f"{said} Trainers: {', '.join(valid)} (a trainer of your own is known once its module is imported: "
+            "DEPT_PLUGINS=<module>, see docs/extending.md)")
 
 
 def dataset_names(configs_dir):
