@@ -219,6 +219,11 @@ def test_a_failed_run_is_reported_and_run_again_only_when_asked(tmp_path):
     assert again.returncode == 1 and "failed before (--retry-failed runs it again)" in again.stdout
     assert "Last lines of its log.txt" in again.stdout and "run: " not in again.stdout
     assert record(folder)["status"] == "failed"
+    # the SLURM back-end submits nothing for it and counts it as the failed run it is, not as finished
+    on_slurm = run(tmp_path, *args, "--backend", "slurm", *FAST, check=False)
+    said = on_slurm.stdout + on_slurm.stderr
+    assert on_slurm.returncode == 1 and "failed before (--retry-failed runs it again)" in said, said[-3000:]
+    assert "[progress] 1/1 runs done (0 ran, 0 skipped, 1 failed)" in said and "nothing to submit" in said
     retried = run(tmp_path, *args, "--retry-failed", *FAST)
     assert "run: " in retried.stdout and record(folder)["status"] == "finished"
 

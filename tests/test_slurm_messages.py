@@ -160,3 +160,27 @@ def test_task_name_and_progress_merge(caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[progress]")]
     assert lines[-1].startswith("[progress] 4/6 runs done (2 ran, 2 skipped, 0 failed), 1 running, 2 left; 2s per "
                                 "run"), lines
+
+
+def test_chains_refused_before_submission_count_as_failed_not_skipped(caplog):
+    """A chain the runner will not submit because a run of it failed before (or holds other settings)
+    is counted as that failed run and the runs waiting on it, not as finished; nothing is submitted."""
+    from dept.run.backends import Callbacks
+    from dept.run.backends.slurm import Slurm
+    from dept.run.progress import Progress
+
+    class Chain:
+        def __init__(self, key, runs):
+            self.key, self.runs = key, list(range(runs))
+
+    finished, failed_training, failed_eval = Chain("a", 2), Chain("b", 3), Chain("c", 2)
+    refused = {"b": 0, "c": 1}  # b: its training failed before; c: its training finished, its evaluation failed
+    progress = Progress([finished, failed_training, failed_eval])
+    callbacks = Callbacks(None, lambda chain: False, None, None, None, None, lambda: progress,
+                          lambda chain: refused.get(chain.key))
+    with caplog.at_level(logging.INFO):
+        Slurm(argparse.Namespace(array_parallelism=4), callbacks).run([finished, failed_training, failed_eval])
+    said = [r.getMessage() for r in caplog.records]
+    assert "[progress] 7/7 runs done (0 ran, 3 skipped, 2 failed, 2 blocked by a failed training), 0 running, " \
+           "0 left" in " ".join(said), said
+    assert any("nothing to submit" in s for s in said)

@@ -114,6 +114,7 @@ class Executor:
     def __init__(self, planner, retry_failed=False, command="the runner"):
         self.planner, self.retry_failed, self.command = planner, retry_failed, command
         self.failed = []  # (label, short)
+        self.refused = {}  # chain key -> index of its run that can never run (``todo``)
         self.children = set()
         self.signum = None
         self.waiting_for = None
@@ -201,6 +202,7 @@ class Executor:
             decision = self.assess(run, record)
             if decision.action == "fail":
                 self.fail(run.label, decision.short, decision.reason)
+                self.refused[chain.key] = i
                 return False
             if decision.action != "skip":
                 return True

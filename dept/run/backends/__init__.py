@@ -28,6 +28,7 @@ class Callbacks:
     set_workers: object  # set_workers(n): how many run at once (for the time-left estimate)
     task: object  # picklable; task.prepare(chain key) -> (an executor, the chain) in another process
     progress: object = None  # progress() -> the runner's Progress, or None (runs counted elsewhere: SLURM)
+    refused: object = None  # refused(chain) -> index of its run that ``todo`` found can never run, or None
 
     @classmethod
     def of(cls, executor, task):
@@ -36,7 +37,7 @@ class Callbacks:
                 executor.progress.workers = n
 
         return cls(executor.run_chain, executor.todo, executor.fail, executor.set_env, set_workers, task,
-                   lambda: executor.progress)
+                   lambda: executor.progress, lambda chain: executor.refused.get(chain.key))
 
 
 def add_backend_arguments(parser):

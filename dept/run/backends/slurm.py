@@ -292,8 +292,17 @@ class Slurm:
         if progress is not None:
             keys = {c.key for c in todo}
             done = [c for c in chains if c.key not in keys]
-            if done:
-                progress.merge({"skipped": sum(len(c.runs) for c in done)})
+            if done:  # finished on disk, or refused by todo (failed before, other settings): not submitted
+                counts = {"skipped": 0, "failed": 0, "blocked": 0}
+                for chain in done:
+                    at = self.callbacks.refused(chain) if self.callbacks.refused else None
+                    if at is None:
+                        counts["skipped"] += len(chain.runs)
+                    else:  # its runs before the refused one are finished, the ones after wait on it
+                        counts["skipped"] += at
+                        counts["failed"] += 1
+                        counts["blocked"] += len(chain.runs) - at - 1
+                progress.merge(counts)
             progress.workers = max(1, min(len(todo), self.args.array_parallelism))
         if not todo:
             logger.info("slurm: every chain is finished on disk; nothing to submit")
