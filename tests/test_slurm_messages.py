@@ -178,7 +178,9 @@ def test_chains_refused_before_submission_count_as_failed_not_skipped(caplog):
     progress = Progress([finished, failed_training, failed_eval])
     callbacks = Callbacks(None, lambda chain: False, None, None, None, None, lambda: progress,
                           lambda chain: refused.get(chain.key))
-    with caplog.at_level(logging.INFO):
+    # each logger's own level: another test may have quietened the "dept" loggers (the benchmark does)
+    with caplog.at_level(logging.INFO, logger="dept.run.progress"), \
+            caplog.at_level(logging.INFO, logger="dept.run.backends.slurm"):
         Slurm(argparse.Namespace(array_parallelism=4), callbacks).run([finished, failed_training, failed_eval])
     said = [r.getMessage() for r in caplog.records]
     assert "[progress] 7/7 runs done (0 ran, 3 skipped, 2 failed, 2 blocked by a failed training), 0 running, " \
