@@ -25,15 +25,14 @@ BACKBONES = {
 #: ViT-B/16 file's name with ``vit_b16`` replaced (the runner's ``--backbone`` picks them)
 CONFIG_PREFIX = {"ViT-B/16": "vit_b16", "ViT-B/32": "vit_b32", "ViT-L/14": "vit_l14", "ViT-L/14@336px": "vit_l14_336"}
 
-#: name -> what its released weights build (``clip.model.build_model``): ("vit", width, layers, patch,
-#: input size) or ("resnet", blocks per stage, width, input size). A local file is identified by it, so
-#: that a file of one released CLIP never runs under another's name (and in that name's folders)
+#: name -> the rest of what its released weights build (``clip.model.build_model``), beside its family
+#: and input size in ``BACKBONES``: a ViT's (width, layers, patch), a ResNet's (blocks per stage, width).
+#: A local file is identified by it, so that a file of one released CLIP never runs under another's
+#: name (and in that name's folders)
 ARCHITECTURES = {
-    "RN50": ("resnet", (3, 4, 6, 3), 64, 224), "RN101": ("resnet", (3, 4, 23, 3), 64, 224),
-    "RN50x4": ("resnet", (4, 6, 10, 6), 80, 288), "RN50x16": ("resnet", (6, 8, 18, 8), 96, 384),
-    "RN50x64": ("resnet", (3, 15, 36, 10), 128, 448), "ViT-B/32": ("vit", 768, 12, 32, 224),
-    "ViT-B/16": ("vit", 768, 12, 16, 224), "ViT-L/14": ("vit", 1024, 24, 14, 224),
-    "ViT-L/14@336px": ("vit", 1024, 24, 14, 336),
+    "RN50": ((3, 4, 6, 3), 64), "RN101": ((3, 4, 23, 3), 64), "RN50x4": ((4, 6, 10, 6), 80),
+    "RN50x16": ((6, 8, 18, 8), 96), "RN50x64": ((3, 15, 36, 10), 128), "ViT-B/32": (768, 12, 32),
+    "ViT-B/16": (768, 12, 16), "ViT-L/14": (1024, 24, 14), "ViT-L/14@336px": (1024, 24, 14),
 }
 
 
@@ -63,12 +62,12 @@ def released_backbone(clip_model):
     one's own, the tests' tiny ones)."""
     visual = clip_model.visual
     if is_vit(visual):
-        found = ("vit", vision_width(visual), len(visual.transformer.resblocks), int(visual.conv1.weight.shape[-1]),
-                 int(visual.input_resolution))
+        found = ("vit", int(visual.input_resolution),
+                 (vision_width(visual), len(visual.transformer.resblocks), int(visual.conv1.weight.shape[-1])))
     else:
         stages = tuple(len(getattr(visual, f"layer{i}", ())) for i in range(1, 5))
-        found = ("resnet", stages, vision_width(visual), int(visual.input_resolution))
-    return next((name for name, architecture in ARCHITECTURES.items() if architecture == found), None)
+        found = ("resnet", int(visual.input_resolution), (stages, vision_width(visual)))
+    return next((name for name, shape in ARCHITECTURES.items() if (*BACKBONES[name], shape) == found), None)
 
 
 class BackboneError(ValueError):
